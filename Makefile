@@ -1,0 +1,43 @@
+# kubestrap: build, test, e2e, bench, package, demo.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# Heavy build outputs (kube binaries, tools) are cached here between runs.
+CACHE ?= /var/cache/kubestrap
+KUBE_BIN := $(CACHE)/kube-v1.37.2
+TOOLS_BIN := $(CACHE)/tools
+LDFLAGS := -s -w -X github.com/kubestrap/kubestrap/internal/version.Version=$(VERSION) \
+	-X github.com/kubestrap/kubestrap/internal/version.Commit=$(COMMIT)
+
+.PHONY: all build test unit integration fuzz e2e bench package demo demo-down kube-bins tools deps lint clean
+
+all: build
+
+build: ## bin/kubestrap, static
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kubestrap ./cmd/agent
+
+lint:
+	@test -z "$$(gofmt -l cmd internal test)" || { gofmt -l cmd internal test; echo 'gofmt needed'; exit 1; }
+	$(GO) vet ./...
+
+unit: ## unit tests (seconds)
+	$(GO) test -count=1 ./...
+
+fuzz: ## a short run of the join info fuzz target
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 15s ./internal/join
+
+deps: ## Debian packages and Go tools the tests need
+	hack/install-deps.sh $(TOOLS_BIN)
+
+kube-bins: ## real kubeadm, kubelet, control plane, etcd (cached)
+	hack/build-kube.sh $(KUBE_BIN)
+
+integration: build deps kube-bins ## against moto_server, ec2-metadata-mock and the real kubeadm
+	KUBESTRAP_BIN=$(CURDIR)/bin/kubestrap KUBE_BIN=$(KUBE_BIN) TOOLS_BIN=$(TOOLS_BIN) \
+		$(GO) test -count=1 -tags integration -timeout 20m -v ./test/integration/...
+
+test: lint unit fuzz integration ## everything CI runs
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+	"github.com/kubestrap/kubestrap/internal/state"
+	"github.com/kubestrap/kubestrap/internal/version"
+)
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("kubestrap "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return usageError{errors.New("help requested")}
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	return nil
+}
+
+func loadConfig(path string) (*config.AgentConfig, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return cfg, nil
+}
+
+func runValidate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("validate", stderr)
+	path := fs.String("config", "", "configuration file to check")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return usageError{errors.New("validate needs --config FILE")}
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: valid %s config for cluster %q (bucket %s)\n", *path, cfg.Role, cfg.Cluster, cfg.Bucket)
+	return nil
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("version", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	v := map[string]string{
+		"version": version.Version, "commit": version.Commit,
+		"kubernetesVersion": version.KubernetesVersion, "go": runtime.Version(),
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(v)
+	}
+	fmt.Fprintf(stdout, "kubestrap %s (commit %s, Kubernetes %s, %s)\n", v["version"], v["commit"], v["kubernetesVersion"], v["go"])
+	return nil
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", stderr)
+	path := fs.String("config", config.DefaultPath, "configuration file (for stateDir)")
+	stateDir := fs.String("state-dir", "", "state directory (overrides the config's stateDir)")
+	asJSON := fs.Bool("json", false, "print state.json for machines")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dir := *stateDir
+	if dir == "" {
+		cfg, err := loadConfig(*path)
+		if err != nil {
+			return err
+		}
+		dir = cfg.StateDir
+	}
+	st, err := state.Load(dir)
+	if err != nil {
+		return err
+	}
+	if st.Phase == "" {
+		return fmt.Errorf("no state in %s: the agent has not run on this node yet", state.Path(dir))
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	fmt.Fprint(stdout, formatStatus(st, time.Now()))
+	return nil
+}
+
+func formatStatus(st *state.State, now time.Time) string {
+	var b strings.Builder
+	line := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(&b, "%-20s %s\n", k+":", v)
+		}
+	}
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		d := t.Sub(now).Round(time.Second)
+		if d >= 0 {
+			return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), d)
+		}
+		return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), -d)
+	}
+	line("Role", st.Role)
+	line("Cluster", st.Cluster)
+	line("Node", st.NodeName)
+	line("Phase", string(st.Phase))
+	line("Status", st.Message)
+	if st.JoinGeneration > 0 {
+		line("Join info", fmt.Sprintf("generation %d, token %s", st.JoinGeneration, st.TokenID))
+	}
+	line("API server", st.APIEndpoint)
+	line("Token expires", when(st.TokenExpiresAt))
+	line("Last publish", when(st.LastPublish))
+	line("Initialized", when(st.InitializedAt))
+	line("Joined", when(st.JoinedAt))
+	if len(st.ECRRegistries) > 0 || st.ECRError != "" {
+		line("ECR registries", strings.Join(st.ECRRegistries, ", "))
+		line("ECR creds expire", when(st.ECRExpiresAt))
+		line("ECR refreshed", when(st.ECRRefreshedAt))
+		line("ECR error", st.ECRError)
+	}
+	line("Updated", when(st.UpdatedAt))
+	return b.String()
+}

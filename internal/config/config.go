@@ -1,0 +1,226 @@
+// Package config loads and validates the kubestrap agent configuration file
+// (apiVersion kubestrap.dev/v1alpha1, kind AgentConfig).
+//
+// Decoding is strict: unknown keys, duplicate keys and wrongly typed values are
+// errors that name the offending field. Defaults are applied before decoding,
+// so a key absent from the file keeps its default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/kubestrap/kubestrap/internal/version"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+)
+
+// APIVersion and Kind identify an agent configuration file.
+const (
+	APIVersion = "kubestrap.dev/v1alpha1"
+	Kind       = "AgentConfig"
+)
+
+// DefaultPath is where `kubestrap run` looks for its configuration.
+const DefaultPath = "/etc/kubestrap/config.yaml"
+
+// Role is the part a node plays in the cluster.
+type Role string
+
+// The roles an agent can take.
+const (
+	RoleControlPlane Role = "control-plane"
+	RoleWorker       Role = "worker"
+)
+
+// AgentConfig is the whole configuration file.
+type AgentConfig struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Cluster names the cluster; it is also the S3 key prefix.
+	Cluster string `json:"cluster"`
+	Role    Role   `json:"role"`
+	// Bucket holds the join info at <cluster>/join.json.
+	Bucket string `json:"bucket"`
+	// StateDir holds state.json and the generated kubeadm configuration.
+	StateDir string `json:"stateDir"`
+	// NodeName overrides the Kubernetes node name (default: the host name).
+	NodeName string `json:"nodeName,omitempty"`
+
+	AWS          AWSConfig          `json:"aws"`
+	Kubeadm      KubeadmConfig      `json:"kubeadm"`
+	ControlPlane ControlPlaneConfig `json:"controlPlane"`
+	Worker       WorkerConfig       `json:"worker"`
+	ECR          ECRConfig          `json:"ecr"`
+}
+
+// AWSConfig overrides what normally comes from IMDS and the SDK defaults.
+type AWSConfig struct {
+	// Region overrides the region read from IMDS.
+	Region string `json:"region,omitempty"`
+	// S3UsePathStyle addresses buckets by path, as S3 emulators need.
+	S3UsePathStyle bool `json:"s3UsePathStyle,omitempty"`
+	// IMDSTimeout bounds how long start-up waits for the instance metadata service.
+	IMDSTimeout Duration `json:"imdsTimeout,omitempty"`
+}
+
+// Arg is a command-line argument for a Kubernetes component, as in kubeadm v1beta4.
+type Arg struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// KubeadmConfig says how to run kubeadm and what to put in its configuration.
+type KubeadmConfig struct {
+	// Path is the kubeadm binary: absolute, or a name looked up on PATH.
+	Path string `json:"path"`
+	// KubernetesVersion is always written to the generated configuration so kubeadm
+	// never looks it up on the internet.
+	KubernetesVersion string `json:"kubernetesVersion"`
+	// ControlPlaneEndpoint is host:port (default: the instance's private IP and BindPort).
+	ControlPlaneEndpoint string `json:"controlPlaneEndpoint,omitempty"`
+	// AdvertiseAddress is the API server's advertise address (default: the private IP).
+	AdvertiseAddress string   `json:"advertiseAddress,omitempty"`
+	BindPort         int32    `json:"bindPort,omitempty"`
+	PodSubnet        string   `json:"podSubnet,omitempty"`
+	ServiceSubnet    string   `json:"serviceSubnet,omitempty"`
+	CRISocket        string   `json:"criSocket,omitempty"`
+	ImageRepository  string   `json:"imageRepository,omitempty"`
+	CertSANs         []string `json:"certSANs,omitempty"`
+	// ImagePullPolicy is Always, IfNotPresent or Never.
+	ImagePullPolicy       string   `json:"imagePullPolicy,omitempty"`
+	IgnorePreflightErrors []string `json:"ignorePreflightErrors,omitempty"`
+	// SkipPhases are kubeadm init phases to skip (for example addon/kube-proxy).
+	SkipPhases       []string `json:"skipPhases,omitempty"`
+	KubeletExtraArgs []Arg    `json:"kubeletExtraArgs,omitempty"`
+	// KubeletConfiguration, when set, is written as a KubeletConfiguration document for init.
+	KubeletConfiguration *kubeletv1beta1.KubeletConfiguration `json:"kubeletConfiguration,omitempty"`
+	// InitTimeout and JoinTimeout bound one kubeadm init or join run.
+	InitTimeout Duration `json:"initTimeout,omitempty"`
+	JoinTimeout Duration `json:"joinTimeout,omitempty"`
+	// DiscoveryTimeout bounds kubeadm's wait for a valid cluster-info signature.
+	DiscoveryTimeout Duration `json:"discoveryTimeout,omitempty"`
+}
+
+// ControlPlaneConfig drives kubeadm init and the join token lifecycle.
+type ControlPlaneConfig struct {
+	// TokenTTL is the life of each bootstrap token; join info is refreshed at half-life.
+	TokenTTL Duration `json:"tokenTTL"`
+	// KMSKeyID, when set, encrypts the published join info with SSE-KMS.
+	KMSKeyID string `json:"kmsKeyId,omitempty"`
+}
+
+// WorkerConfig drives the wait for join info.
+type WorkerConfig struct {
+	// PollInterval is the mean time between conditional GETs of join.json; jittered.
+	PollInterval Duration `json:"pollInterval"`
+	// ExpiryMargin is the least remaining token life accepted in join info.
+	ExpiryMargin Duration `json:"expiryMargin,omitempty"`
+}
+
+// ECRConfig drives the ECR pull credentials written for the kubelet.
+type ECRConfig struct {
+	Enabled bool `json:"enabled"`
+	// RegistryIDs are AWS account IDs (default: the instance's own account).
+	RegistryIDs []string `json:"registryIds,omitempty"`
+	// ConfigPath is the docker config file the kubelet reads.
+	ConfigPath string `json:"configPath"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("5s", "2h").
+// A value that does not parse is kept aside so that Validate can report it
+// with the name of its field.
+type Duration struct {
+	time.Duration
+	invalid string
+}
+
+// UnmarshalJSON parses a duration string such as "90s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(b, &s); err != nil {
+		d.invalid = string(b)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		d.invalid = s
+		return nil
+	}
+	d.Duration, d.invalid = v, ""
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(fmt.Sprintf("%q", d.Duration.String())), nil
+}
+
+// Defaults returns a configuration holding every default value.
+func Defaults() AgentConfig {
+	return AgentConfig{
+		StateDir: "/var/lib/kubestrap",
+		AWS:      AWSConfig{IMDSTimeout: Duration{Duration: 5 * time.Minute}},
+		Kubeadm: KubeadmConfig{
+			Path:              "kubeadm",
+			KubernetesVersion: version.KubernetesVersion,
+			BindPort:          6443,
+			PodSubnet:         "10.244.0.0/16",
+			ServiceSubnet:     "10.96.0.0/12",
+			InitTimeout:       Duration{Duration: 10 * time.Minute},
+			JoinTimeout:       Duration{Duration: 5 * time.Minute},
+			DiscoveryTimeout:  Duration{Duration: 2 * time.Minute},
+		},
+		ControlPlane: ControlPlaneConfig{TokenTTL: Duration{Duration: 2 * time.Hour}},
+		Worker:       WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},
+		ECR:          ECRConfig{Enabled: true, ConfigPath: "/var/lib/kubelet/config.json"},
+	}
+}
+
+// Load reads, decodes and validates the configuration file at path.
+func Load(path string) (*AgentConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes and validates a configuration document.
+func Parse(data []byte) (*AgentConfig, error) {
+	jsonData, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	cfg := Defaults()
+	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, &cfg, sigsjson.DisallowUnknownFields)
+	if err != nil {
+		return nil, describeDecodeError(err)
+	}
+	if len(strictErrs) > 0 {
+		return nil, errors.Join(mapErrs(strictErrs)...)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func mapErrs(errs []error) []error {
+	out := make([]error, 0, len(errs))
+	for _, e := range errs {
+		out = append(out, fmt.Errorf("%v: remove it or check its spelling", e))
+	}
+	return out
+}
+
+func describeDecodeError(err error) error {
+	return fmt.Errorf("decode: %w", err)
+}

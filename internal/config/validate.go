@@ -1,0 +1,196 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// FieldError says which field of the configuration is wrong and how to fix it.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+var (
+	clusterNamePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	bucketNamePattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	k8sVersionPattern  = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`)
+	accountIDPattern   = regexp.MustCompile(`^[0-9]{12}$`)
+	regionPattern      = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+)
+
+// Validate checks every field and returns all problems found, each naming its field.
+func (c *AgentConfig) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+
+	if c.APIVersion != APIVersion {
+		add("apiVersion", "must be %q, got %q", APIVersion, c.APIVersion)
+	}
+	if c.Kind != Kind {
+		add("kind", "must be %q, got %q", Kind, c.Kind)
+	}
+	switch {
+	case c.Cluster == "":
+		add("cluster", "is required: name the cluster (lowercase letters, digits and '-'); it is also the S3 key prefix")
+	case !clusterNamePattern.MatchString(c.Cluster):
+		add("cluster", "%q is not a valid cluster name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit", c.Cluster)
+	}
+	switch c.Role {
+	case RoleControlPlane, RoleWorker:
+	case "":
+		add("role", "is required: set %q or %q", RoleControlPlane, RoleWorker)
+	default:
+		add("role", "must be %q or %q, got %q", RoleControlPlane, RoleWorker, c.Role)
+	}
+	if c.Bucket == "" {
+		add("bucket", "is required: the S3 bucket that holds <cluster>/join.json")
+	} else if reason := bucketNameProblem(c.Bucket); reason != "" {
+		add("bucket", "%q is not a valid S3 bucket name: %s", c.Bucket, reason)
+	}
+	if c.StateDir == "" || !strings.HasPrefix(c.StateDir, "/") {
+		add("stateDir", "must be an absolute path, got %q", c.StateDir)
+	}
+	if c.AWS.Region != "" && !regionPattern.MatchString(c.AWS.Region) {
+		add("aws.region", "%q is not an AWS region name such as eu-west-1", c.AWS.Region)
+	}
+
+	checkDuration := func(field string, d Duration, min time.Duration) {
+		if d.invalid != "" {
+			add(field, "%s is not a duration: write it like \"30s\" or \"2h\"", d.invalid)
+		} else if d.Duration < min {
+			add(field, "must be at least %s, got %s", min, d.Duration)
+		}
+	}
+	checkDuration("aws.imdsTimeout", c.AWS.IMDSTimeout, time.Second)
+	checkDuration("kubeadm.initTimeout", c.Kubeadm.InitTimeout, 30*time.Second)
+	checkDuration("kubeadm.joinTimeout", c.Kubeadm.JoinTimeout, 10*time.Second)
+	checkDuration("kubeadm.discoveryTimeout", c.Kubeadm.DiscoveryTimeout, 5*time.Second)
+	checkDuration("controlPlane.tokenTTL", c.ControlPlane.TokenTTL, time.Minute)
+	checkDuration("worker.pollInterval", c.Worker.PollInterval, 100*time.Millisecond)
+	checkDuration("worker.expiryMargin", c.Worker.ExpiryMargin, 0)
+	if c.ControlPlane.TokenTTL.Duration > 24*time.Hour*365 {
+		add("controlPlane.tokenTTL", "must be at most one year, got %s", c.ControlPlane.TokenTTL.Duration)
+	}
+
+	k := c.Kubeadm
+	if k.Path == "" {
+		add("kubeadm.path", "is required: the kubeadm binary (absolute path or a name on PATH)")
+	}
+	if !k8sVersionPattern.MatchString(k.KubernetesVersion) {
+		add("kubeadm.kubernetesVersion", "%q is not a Kubernetes version such as v1.37.2", k.KubernetesVersion)
+	}
+	if k.ControlPlaneEndpoint != "" {
+		if reason := EndpointProblem(k.ControlPlaneEndpoint); reason != "" {
+			add("kubeadm.controlPlaneEndpoint", "%s", reason)
+		}
+	}
+	if k.AdvertiseAddress != "" {
+		if _, err := netip.ParseAddr(k.AdvertiseAddress); err != nil {
+			add("kubeadm.advertiseAddress", "%q is not an IP address", k.AdvertiseAddress)
+		}
+	}
+	if k.BindPort < 1 || k.BindPort > 65535 {
+		add("kubeadm.bindPort", "must be a port between 1 and 65535, got %d", k.BindPort)
+	}
+	for field, subnet := range map[string]string{"kubeadm.podSubnet": k.PodSubnet, "kubeadm.serviceSubnet": k.ServiceSubnet} {
+		for _, s := range strings.Split(subnet, ",") {
+			if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {
+				add(field, "%q is not a CIDR such as 10.244.0.0/16", subnet)
+				break
+			}
+		}
+	}
+	if k.CRISocket != "" && !strings.HasPrefix(k.CRISocket, "unix:///") {
+		add("kubeadm.criSocket", "must be a unix:/// URL such as unix:///run/containerd/containerd.sock, got %q", k.CRISocket)
+	}
+	switch k.ImagePullPolicy {
+	case "", "Always", "IfNotPresent", "Never":
+	default:
+		add("kubeadm.imagePullPolicy", "must be Always, IfNotPresent or Never, got %q", k.ImagePullPolicy)
+	}
+	for i, a := range k.KubeletExtraArgs {
+		if a.Name == "" || strings.HasPrefix(a.Name, "-") {
+			add(fmt.Sprintf("kubeadm.kubeletExtraArgs[%d].name", i), "must be a flag name without leading dashes, got %q", a.Name)
+		}
+	}
+	if c.NodeName != "" && !clusterNamePattern.MatchString(c.NodeName) && !isDNSSubdomain(c.NodeName) {
+		add("nodeName", "%q is not a valid node name (lowercase RFC 1123 name)", c.NodeName)
+	}
+	for i, id := range c.ECR.RegistryIDs {
+		if !accountIDPattern.MatchString(id) {
+			add(fmt.Sprintf("ecr.registryIds[%d]", i), "%q is not a 12-digit AWS account ID", id)
+		}
+	}
+	if c.ECR.Enabled && !strings.HasPrefix(c.ECR.ConfigPath, "/") {
+		add("ecr.configPath", "must be an absolute path, got %q", c.ECR.ConfigPath)
+	}
+	return errors.Join(errs...)
+}
+
+func bucketNameProblem(name string) string {
+	switch {
+	case len(name) < 3 || len(name) > 63:
+		return "it must be 3 to 63 characters long"
+	case !bucketNamePattern.MatchString(name):
+		return "use lowercase letters, digits, '.' and '-', starting and ending with a letter or digit"
+	case strings.Contains(name, ".."):
+		return "it must not contain two adjacent periods"
+	case net.ParseIP(name) != nil:
+		return "it must not be formatted as an IP address"
+	case strings.HasPrefix(name, "xn--") || strings.HasPrefix(name, "sthree-"):
+		return "it must not start with xn-- or sthree-"
+	case strings.HasSuffix(name, "-s3alias") || strings.HasSuffix(name, "--ol-s3"):
+		return "it must not end with -s3alias or --ol-s3"
+	}
+	return ""
+}
+
+// EndpointProblem says what is wrong with a host:port endpoint, or returns ""
+// when the host is an IP address or an RFC 1123 name and the port is 1-65535.
+func EndpointProblem(endpoint string) string {
+	host, port, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return "must be host:port, such as 10.0.1.10:6443"
+	}
+	if len(port) == 0 || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+		return "port must be a number between 1 and 65535"
+	}
+	if n, _ := strconv.Atoi(port); n < 1 || n > 65535 {
+		return "port must be a number between 1 and 65535"
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		if strings.Contains(host, "%") {
+			return "host must not carry an IPv6 zone"
+		}
+		return ""
+	}
+	if !isDNSSubdomain(host) {
+		return "host must be an IP address or an RFC 1123 DNS name"
+	}
+	return ""
+}
+
+var dnsLabelPattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+func isDNSSubdomain(name string) bool {
+	if len(name) == 0 || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if !dnsLabelPattern.MatchString(label) {
+			return false
+		}
+	}
+	return true
+}

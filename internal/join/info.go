@@ -1,0 +1,187 @@
+// Package join defines the join info that the control plane publishes in S3 and
+// workers consume: its schema and strict validation, the S3 publish and watch
+// operations, and the kubeadm JoinConfiguration built from it.
+package join
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+)
+
+// Schema identity and limits of join info.
+const (
+	APIVersion = "kubestrap.dev/v1alpha1"
+	Kind       = "JoinInfo"
+	// MaxSize is the largest join info object accepted, in bytes.
+	MaxSize = 64 << 10
+	// MaxClockSkew is how far in the future issuedAt may be.
+	MaxClockSkew = 5 * time.Minute
+)
+
+// Info is the join info document, <cluster>/join.json.
+type Info struct {
+	APIVersion        string    `json:"apiVersion"`
+	Kind              string    `json:"kind"`
+	Cluster           string    `json:"cluster"`
+	APIServerEndpoint string    `json:"apiServerEndpoint"`
+	Token             string    `json:"token"`
+	CACertHashes      []string  `json:"caCertHashes"`
+	KubernetesVersion string    `json:"kubernetesVersion,omitempty"`
+	IssuedAt          time.Time `json:"issuedAt"`
+	ExpiresAt         time.Time `json:"expiresAt"`
+	Generation        int64     `json:"generation"`
+}
+
+// TokenID is the public half of the bootstrap token, safe to log.
+func (i *Info) TokenID() string { return TokenID(i.Token) }
+
+// TokenID returns the public ID of a bootstrap token "id.secret", or "" when
+// the token is malformed.
+func TokenID(token string) string {
+	if !tokenPattern.MatchString(token) {
+		return ""
+	}
+	return token[:6]
+}
+
+var (
+	tokenPattern   = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+	hashPattern    = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	versionPattern = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`)
+)
+
+// Rejection explains why join info was refused. Its message never contains
+// the token secret and quotes untrusted values only in escaped, shortened form.
+type Rejection struct {
+	Field  string
+	Reason string
+}
+
+func (r *Rejection) Error() string {
+	if r.Field == "" {
+		return "join info rejected: " + r.Reason
+	}
+	return "join info rejected: " + r.Field + ": " + r.Reason
+}
+
+// Expectations are what the reader checks join info against.
+type Expectations struct {
+	Cluster string
+	Now     time.Time
+	// Margin is the least remaining token life accepted.
+	Margin time.Duration
+}
+
+// Parse decodes and validates join info. Anything that is not exactly the
+// documented schema with sane values is refused with a *Rejection.
+func Parse(data []byte, want Expectations) (*Info, error) {
+	if len(data) > MaxSize {
+		return nil, &Rejection{Reason: fmt.Sprintf("object is larger than %d bytes", MaxSize)}
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, &Rejection{Reason: "object is empty"}
+	}
+	var info Info
+	strictErrs, err := sigsjson.UnmarshalStrict(data, &info, sigsjson.DisallowUnknownFields)
+	if err != nil {
+		return nil, &Rejection{Reason: "not valid join info JSON: " + describeJSONError(err)}
+	}
+	if len(strictErrs) > 0 {
+		return nil, &Rejection{Reason: "not valid join info JSON: " + describeJSONError(strictErrs[0])}
+	}
+	if err := info.Validate(want); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// Validate checks every field of the join info against the schema and want.
+func (i *Info) Validate(want Expectations) error {
+	reject := func(field, format string, args ...any) error {
+		return &Rejection{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case i.APIVersion != APIVersion:
+		return reject("apiVersion", "must be %q, got %s", APIVersion, quote(i.APIVersion))
+	case i.Kind != Kind:
+		return reject("kind", "must be %q, got %s", Kind, quote(i.Kind))
+	case i.Cluster != want.Cluster:
+		return reject("cluster", "is %s, this node belongs to %q", quote(i.Cluster), want.Cluster)
+	case !tokenPattern.MatchString(i.Token):
+		// Never echo the token: it may hold a real secret.
+		return reject("token", "is not of the form [a-z0-9]{6}.[a-z0-9]{16}")
+	case len(i.CACertHashes) == 0:
+		return reject("caCertHashes", "at least one CA certificate hash is required")
+	case len(i.CACertHashes) > 16:
+		return reject("caCertHashes", "more than 16 hashes")
+	}
+	for n, h := range i.CACertHashes {
+		if !hashPattern.MatchString(h) {
+			return reject(fmt.Sprintf("caCertHashes[%d]", n), "%s is not of the form sha256:<64 lowercase hex>", quote(h))
+		}
+	}
+	if reason := config.EndpointProblem(i.APIServerEndpoint); reason != "" {
+		return reject("apiServerEndpoint", "%s: %s", quote(i.APIServerEndpoint), reason)
+	}
+	if i.KubernetesVersion != "" && !versionPattern.MatchString(i.KubernetesVersion) {
+		return reject("kubernetesVersion", "%s is not a version such as v1.37.2", quote(i.KubernetesVersion))
+	}
+	if i.Generation < 1 {
+		return reject("generation", "must be a positive number, got %d", i.Generation)
+	}
+	if i.IssuedAt.IsZero() {
+		return reject("issuedAt", "is required")
+	}
+	if i.ExpiresAt.IsZero() {
+		return reject("expiresAt", "is required")
+	}
+	if i.IssuedAt.After(want.Now.Add(MaxClockSkew)) {
+		return reject("issuedAt", "%s is in the future", i.IssuedAt.UTC().Format(time.RFC3339))
+	}
+	if !i.ExpiresAt.After(i.IssuedAt) {
+		return reject("expiresAt", "is not after issuedAt")
+	}
+	if left := i.ExpiresAt.Sub(want.Now); left < want.Margin {
+		if left <= 0 {
+			return reject("expiresAt", "token expired at %s", i.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		return reject("expiresAt", "token expires at %s, less than the %s safety margin away", i.ExpiresAt.UTC().Format(time.RFC3339), want.Margin)
+	}
+	return nil
+}
+
+// IsRejection reports whether err is a validation refusal.
+func IsRejection(err error) bool {
+	var r *Rejection
+	return errors.As(err, &r)
+}
+
+// quote renders an untrusted string for a log line or STATUS: escaped and
+// shortened, so that it cannot forge log lines or flood them.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return fmt.Sprintf("%q (%d bytes)", s[:max]+"...", len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// describeJSONError shortens decoder errors, which may quote input, and makes
+// sure they never include a token-like value.
+func describeJSONError(err error) string {
+	msg := err.Error()
+	msg = tokenLike.ReplaceAllString(msg, "<redacted>")
+	if len(msg) > 200 {
+		msg = msg[:200] + "..."
+	}
+	return msg
+}
+
+var tokenLike = regexp.MustCompile(`[a-z0-9]{6}\.[a-z0-9]{16}`)

@@ -1,0 +1,128 @@
+package join
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// S3API is the part of the S3 client that join info needs.
+type S3API interface {
+	GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+}
+
+// Key returns the S3 key of a cluster's join info.
+func Key(cluster string) string { return cluster + "/join.json" }
+
+// ErrNotFound means the join info object does not exist (yet).
+var ErrNotFound = errors.New("join info object not found")
+
+// ErrConflict means a conditional write lost against another writer.
+var ErrConflict = errors.New("join info was changed by another writer")
+
+// Store reads and writes one cluster's join info object.
+type Store struct {
+	Client S3API
+	Bucket string
+	Key    string
+	// KMSKeyID, when set, makes Publish use SSE-KMS with this key.
+	KMSKeyID string
+}
+
+// URL names the object for humans: s3://bucket/key.
+func (s *Store) URL() string { return "s3://" + s.Bucket + "/" + s.Key }
+
+// Fetched is the result of a conditional GET.
+type Fetched struct {
+	// NotModified is true when the object still has the ETag passed to Fetch.
+	NotModified bool
+	ETag        string
+	Body        []byte
+}
+
+// Fetch GETs the object, conditionally on etag (If-None-Match) when it is not
+// empty. At most MaxSize+1 bytes are read, so Parse can refuse oversize objects.
+func (s *Store) Fetch(ctx context.Context, etag string) (*Fetched, error) {
+	in := &s3.GetObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(s.Key)}
+	if etag != "" {
+		in.IfNoneMatch = aws.String(etag)
+	}
+	out, err := s.Client.GetObject(ctx, in)
+	if err != nil {
+		switch {
+		case httpStatus(err) == http.StatusNotModified:
+			return &Fetched{NotModified: true, ETag: etag}, nil
+		case isNotFound(err):
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("get %s: %w", s.URL(), err)
+	}
+	defer out.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(out.Body, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.URL(), err)
+	}
+	return &Fetched{ETag: aws.ToString(out.ETag), Body: body}, nil
+}
+
+// Publish writes info. With prevETag set the write succeeds only if the object
+// still has that ETag (If-Match); with prevETag empty only if no object exists
+// (If-None-Match: *). A lost race returns ErrConflict, never a silent overwrite.
+func (s *Store) Publish(ctx context.Context, info *Info, prevETag string) (string, error) {
+	body, err := json.Marshal(info)
+	if err != nil {
+		return "", fmt.Errorf("encode join info: %w", err)
+	}
+	in := &s3.PutObjectInput{
+		Bucket:        aws.String(s.Bucket),
+		Key:           aws.String(s.Key),
+		Body:          bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))),
+		ContentType:   aws.String("application/json"),
+		CacheControl:  aws.String("no-store"),
+	}
+	if prevETag != "" {
+		in.IfMatch = aws.String(prevETag)
+	} else {
+		in.IfNoneMatch = aws.String("*")
+	}
+	if s.KMSKeyID != "" {
+		in.ServerSideEncryption = s3types.ServerSideEncryptionAwsKms
+		in.SSEKMSKeyId = aws.String(s.KMSKeyID)
+	}
+	out, err := s.Client.PutObject(ctx, in)
+	if err != nil {
+		if st := httpStatus(err); st == http.StatusPreconditionFailed || st == http.StatusConflict {
+			return "", fmt.Errorf("put %s: %w", s.URL(), ErrConflict)
+		}
+		return "", fmt.Errorf("put %s: %w", s.URL(), err)
+	}
+	return aws.ToString(out.ETag), nil
+}
+
+func httpStatus(err error) int {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+func isNotFound(err error) bool {
+	var nsk *s3types.NoSuchKey
+	if errors.As(err, &nsk) {
+		return true
+	}
+	var nf *s3types.NotFound
+	return errors.As(err, &nf) || httpStatus(err) == http.StatusNotFound
+}

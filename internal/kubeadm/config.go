@@ -1,0 +1,154 @@
+package kubeadm
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	bootstraptokenv1 "k8s.io/kubernetes/cmd/kubeadm/app/apis/bootstraptoken/v1"
+	"k8s.io/kubernetes/cmd/kubeadm/app/apis/kubeadm/v1beta4"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+)
+
+// Node is what the agent knows about the machine it runs on.
+type Node struct {
+	// Name is the Kubernetes node name.
+	Name string
+	// IP is the node's private IP address (from IMDS).
+	IP string
+}
+
+// NodeRegistration builds the nodeRegistration section shared by init and join.
+// The kubelet's node-ip is set to the node's private IP unless the
+// configuration already passes node-ip.
+func NodeRegistration(k config.KubeadmConfig, node Node) v1beta4.NodeRegistrationOptions {
+	nr := v1beta4.NodeRegistrationOptions{
+		Name:                  node.Name,
+		CRISocket:             k.CRISocket,
+		IgnorePreflightErrors: append([]string(nil), k.IgnorePreflightErrors...),
+		ImagePullPolicy:       corev1.PullPolicy(k.ImagePullPolicy),
+	}
+	hasNodeIP := false
+	for _, a := range k.KubeletExtraArgs {
+		nr.KubeletExtraArgs = append(nr.KubeletExtraArgs, v1beta4.Arg{Name: a.Name, Value: a.Value})
+		hasNodeIP = hasNodeIP || a.Name == "node-ip"
+	}
+	if !hasNodeIP && node.IP != "" {
+		nr.KubeletExtraArgs = append(nr.KubeletExtraArgs, v1beta4.Arg{Name: "node-ip", Value: node.IP})
+	}
+	return nr
+}
+
+// InitConfig builds the documents for `kubeadm init --config`: an
+// InitConfiguration, a ClusterConfiguration and, when configured, a
+// KubeletConfiguration. kubernetesVersion is always set so kubeadm never
+// looks it up on the internet. The returned endpoint is the control-plane
+// endpoint written into the configuration.
+//
+// token, when set, is created by init as the first join token with ttl, so
+// that kubeadm does not create a default one the agent does not manage.
+func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Duration) (doc []byte, endpoint string, err error) {
+	k := cfg.Kubeadm
+	advertise := k.AdvertiseAddress
+	if advertise == "" {
+		advertise = node.IP
+	}
+	endpoint = k.ControlPlaneEndpoint
+	if endpoint == "" {
+		if advertise == "" {
+			return nil, "", fmt.Errorf("no control-plane endpoint: set kubeadm.controlPlaneEndpoint or kubeadm.advertiseAddress, or run where IMDS gives the private IP")
+		}
+		endpoint = net.JoinHostPort(advertise, strconv.Itoa(int(k.BindPort)))
+	}
+	initCfg := v1beta4.InitConfiguration{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1beta4.SchemeGroupVersion.String(), Kind: "InitConfiguration"},
+		NodeRegistration: NodeRegistration(k, node),
+		LocalAPIEndpoint: v1beta4.APIEndpoint{AdvertiseAddress: advertise, BindPort: k.BindPort},
+		SkipPhases:       append([]string(nil), k.SkipPhases...),
+	}
+	if token != "" {
+		ts, err := bootstraptokenv1.NewBootstrapTokenString(token)
+		if err != nil {
+			return nil, "", fmt.Errorf("initial bootstrap token: %w", err)
+		}
+		initCfg.BootstrapTokens = []bootstraptokenv1.BootstrapToken{{
+			Token:       ts,
+			TTL:         &metav1.Duration{Duration: ttl},
+			Description: TokenDescription(1),
+		}}
+	}
+	clusterCfg := v1beta4.ClusterConfiguration{
+		TypeMeta:             metav1.TypeMeta{APIVersion: v1beta4.SchemeGroupVersion.String(), Kind: "ClusterConfiguration"},
+		ClusterName:          cfg.Cluster,
+		KubernetesVersion:    k.KubernetesVersion,
+		ControlPlaneEndpoint: endpoint,
+		ImageRepository:      k.ImageRepository,
+		Networking:           v1beta4.Networking{PodSubnet: k.PodSubnet, ServiceSubnet: k.ServiceSubnet},
+		APIServer:            v1beta4.APIServer{CertSANs: append([]string(nil), k.CertSANs...)},
+	}
+	docs := []any{initCfg, clusterCfg}
+	if k.KubeletConfiguration != nil {
+		kc := k.KubeletConfiguration.DeepCopy()
+		kc.APIVersion, kc.Kind = "kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"
+		docs = append(docs, kc)
+	}
+	out, err := marshalDocuments(docs...)
+	if err != nil {
+		return nil, "", err
+	}
+	return out, endpoint, nil
+}
+
+// TokenDescription is the description kubestrap gives the join token of a generation.
+func TokenDescription(generation int64) string {
+	return fmt.Sprintf("kubestrap join token, generation %d", generation)
+}
+
+// JoinOptions are the discovery parameters of a worker join.
+type JoinOptions struct {
+	APIServerEndpoint string
+	Token             string
+	CACertHashes      []string
+}
+
+// JoinConfig builds the JoinConfiguration for `kubeadm join --config`, with
+// token discovery pinned to the given CA hashes (never unsafe skip).
+func JoinConfig(cfg *config.AgentConfig, node Node, opts JoinOptions) ([]byte, error) {
+	k := cfg.Kubeadm
+	jc := v1beta4.JoinConfiguration{
+		TypeMeta:         metav1.TypeMeta{APIVersion: v1beta4.SchemeGroupVersion.String(), Kind: "JoinConfiguration"},
+		NodeRegistration: NodeRegistration(k, node),
+		Discovery: v1beta4.Discovery{
+			BootstrapToken: &v1beta4.BootstrapTokenDiscovery{
+				APIServerEndpoint: opts.APIServerEndpoint,
+				Token:             opts.Token,
+				CACertHashes:      append([]string(nil), opts.CACertHashes...),
+			},
+		},
+		Timeouts: &v1beta4.Timeouts{
+			Discovery: &metav1.Duration{Duration: k.DiscoveryTimeout.Duration},
+		},
+	}
+	return marshalDocuments(jc)
+}
+
+func marshalDocuments(docs ...any) ([]byte, error) {
+	var buf bytes.Buffer
+	for i, d := range docs {
+		b, err := yaml.Marshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("encode kubeadm configuration: %w", err)
+		}
+		if i > 0 {
+			buf.WriteString("---\n")
+		}
+		buf.Write(b)
+	}
+	return buf.Bytes(), nil
+}
