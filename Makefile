@@ -41,3 +41,6 @@ test: lint unit fuzz integration ## everything CI runs
 
 clean:
 	rm -rf bin dist
+
+# Packaging, Terraform and e2e targets live in mk/*.mk.
+-include mk/*.mk
