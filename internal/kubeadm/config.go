@@ -67,7 +67,7 @@ func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Durat
 		endpoint = net.JoinHostPort(advertise, strconv.Itoa(int(k.BindPort)))
 	}
 	initCfg := v1beta4.InitConfiguration{
-		TypeMeta: metav1.TypeMeta{APIVersion: v1beta4.SchemeGroupVersion.String(), Kind: "InitConfiguration"},
+		TypeMeta:         metav1.TypeMeta{APIVersion: v1beta4.SchemeGroupVersion.String(), Kind: "InitConfiguration"},
 		NodeRegistration: NodeRegistration(k, node),
 		LocalAPIEndpoint: v1beta4.APIEndpoint{AdvertiseAddress: advertise, BindPort: k.BindPort},
 		SkipPhases:       append([]string(nil), k.SkipPhases...),

@@ -49,11 +49,11 @@ type State struct {
 	TokenID        string    `json:"tokenId,omitempty"`
 	TokenExpiresAt time.Time `json:"tokenExpiresAt,omitzero"`
 	// Control plane only.
-	LastPublish    time.Time `json:"lastPublish,omitzero"`
-	PublishedETag  string    `json:"publishedETag,omitempty"`
-	APIEndpoint    string    `json:"apiServerEndpoint,omitempty"`
-	InitializedAt  time.Time `json:"initializedAt,omitzero"`
-	JoinedAt       time.Time `json:"joinedAt,omitzero"`
+	LastPublish   time.Time `json:"lastPublish,omitzero"`
+	PublishedETag string    `json:"publishedETag,omitempty"`
+	APIEndpoint   string    `json:"apiServerEndpoint,omitempty"`
+	InitializedAt time.Time `json:"initializedAt,omitzero"`
+	JoinedAt      time.Time `json:"joinedAt,omitzero"`
 	// ECR credentials.
 	ECRExpiresAt   time.Time `json:"ecrExpiresAt,omitzero"`
 	ECRRefreshedAt time.Time `json:"ecrRefreshedAt,omitzero"`
