@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/join"
@@ -93,7 +94,7 @@ type harness struct {
 	s3       *testutil.FakeS3
 	store    *join.Store
 	kubeadm  *testutil.FakeKubeadm
-	clock    *testutil.InstantClock
+	clock    clock.Clock
 	notifier *recordingNotifier
 	reporter *Reporter
 	logs     *observer.ObservedLogs
@@ -102,7 +103,12 @@ type harness struct {
 
 func newHarness(t *testing.T, role config.Role) *harness {
 	t.Helper()
-	h := &harness{cfg: testConfig(t, role), clock: testutil.NewInstantClock(t0), notifier: &recordingNotifier{}}
+	return newHarnessWithClock(t, role, testutil.NewInstantClock(t0))
+}
+
+func newHarnessWithClock(t *testing.T, role config.Role, clk clock.Clock) *harness {
+	t.Helper()
+	h := &harness{cfg: testConfig(t, role), clock: clk, notifier: &recordingNotifier{}}
 	h.s3 = testutil.NewFakeS3(t, h.cfg.Bucket)
 	h.store = &join.Store{Client: h.s3.Client, Bucket: h.cfg.Bucket, Key: join.Key(h.cfg.Cluster)}
 	h.kubeadm = testutil.NewFakeKubeadm(t, fakeKubeadmPath)

@@ -1,0 +1,250 @@
+package role
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+	"github.com/kubestrap/kubestrap/internal/join"
+	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/state"
+)
+
+func (h *harness) controlPlane() *ControlPlane {
+	return &ControlPlane{
+		Config: h.cfg, Node: kubeadm.Node{Name: "cp-1", IP: "10.0.1.10"}, Store: h.store,
+		Kubeadm: &kubeadm.Runner{Path: h.kubeadm.Path, Env: h.kubeadm.Env(), Log: h.log},
+		Clock:   h.clock, Reporter: h.reporter, Log: h.log,
+		AdminKubeconfig: h.kubeadm.AdminConf(), CACert: h.kubeadm.CACert(),
+		APIHealth: func(context.Context) error { return nil },
+	}
+}
+
+// published reads and validates the join info in S3 as a worker would.
+func (h *harness) published(t *testing.T) *join.Info {
+	t.Helper()
+	f, err := h.store.Fetch(context.Background(), "")
+	if err != nil {
+		t.Fatalf("fetch join info: %v", err)
+	}
+	info, err := join.Parse(f.Body, join.Expectations{Cluster: "demo", Now: h.clock.Now(), Margin: time.Minute})
+	if err != nil {
+		t.Fatalf("published join info is not valid: %v\n%s", err, f.Body)
+	}
+	return info
+}
+
+// newFakeClockHarness gives a control plane a clock that moves only when the
+// test steps it, and a helper that waits until the loop sleeps on it.
+func newFakeClockHarness(t *testing.T) (*harness, *testingclock.FakeClock, func(string)) {
+	clk := testingclock.NewFakeClock(t0)
+	h := newHarnessWithClock(t, config.RoleControlPlane, clk)
+	return h, clk, func(what string) { eventually(t, what, clk.HasWaiters) }
+}
+
+func TestControlPlaneInitsOncePublishesAndBecomesReady(t *testing.T) {
+	h, _, idle := newFakeClockHarness(t)
+	cp := h.controlPlane()
+	stop := start(t, cp.Run)
+	idle("first publish")
+	if _, n := h.notifier.snapshot(); n < 1 {
+		t.Fatal("no READY after the first publish")
+	}
+	if err := stop(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Run returned %v", err)
+	}
+	if got := h.kubeadm.CallsOf("init"); len(got) != 1 || !strings.Contains(got[0], "--config "+cp.InitConfigPath()) {
+		t.Fatalf("init calls = %q", got)
+	}
+	if _, err := os.Stat(cp.InitConfigPath()); !os.IsNotExist(err) {
+		t.Errorf("init configuration (holds the first token) left on disk")
+	}
+	info := h.published(t)
+	wantHash, err := kubeadm.CACertHash(h.kubeadm.CACert())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Generation != 1 || info.APIServerEndpoint != "10.0.1.10:6443" || info.CACertHashes[0] != wantHash {
+		t.Errorf("published %+v, want generation 1 at 10.0.1.10:6443 with hash %s", info, wantHash)
+	}
+	// The published token is the one init registered with the cluster.
+	if tokens := h.kubeadm.Tokens(); len(tokens) != 1 || tokens[0] != info.Token {
+		t.Errorf("cluster tokens %d, want exactly the published one", len(tokens))
+	}
+	if got := info.ExpiresAt.Sub(info.IssuedAt); got != 2*time.Hour {
+		t.Errorf("token life %s, want the 2h TTL", got)
+	}
+	st := h.reporter.State()
+	if st.Phase != state.PhasePublished || st.TokenID != info.TokenID() || st.PublishedETag == "" {
+		t.Errorf("state = %+v", st)
+	}
+	if text := allLogText(h.logs); strings.Contains(text, info.Token) {
+		t.Errorf("token secret reached the log")
+	}
+}
+
+func TestControlPlaneReplacesTokenAtHalfLifeAndDeletesTheOldOne(t *testing.T) {
+	clk := testingclock.NewFakeClock(t0)
+	h := newHarnessWithClock(t, config.RoleControlPlane, clk)
+	stop := start(t, h.controlPlane().Run)
+	// idle waits until the loop sleeps on the clock again.
+	idle := func(what string) { eventually(t, what, clk.HasWaiters) }
+	idle("first publish")
+	first := h.published(t)
+
+	// Before half-life nothing changes; the loop only checks S3 each minute.
+	for i := 0; i < 59; i++ {
+		clk.Step(time.Minute)
+		idle("a verify round")
+	}
+	if got := h.published(t); got.Generation != first.Generation {
+		t.Fatalf("token replaced before half-life: generation %d", got.Generation)
+	}
+	puts := h.s3.Counts.Snapshot().Puts
+	clk.Step(time.Minute) // half-life reached
+	idle("refresh")
+	second := h.published(t)
+	if second.Generation != first.Generation+1 || second.Token == first.Token {
+		t.Fatalf("after half-life: generation %d (was %d), token changed %v", second.Generation, first.Generation, second.Token != first.Token)
+	}
+	if d := h.s3.Counts.Snapshot().Puts - puts; d != 1 {
+		t.Errorf("refresh wrote %d objects, want 1", d)
+	}
+	// At the refresh the published info still had half its life left.
+	if left := first.ExpiresAt.Sub(clk.Now()); left != time.Hour {
+		t.Errorf("refreshed with %s left on the old token, want 1h", left)
+	}
+	// The superseded token is gone from the cluster; only the new one remains.
+	if tokens := h.kubeadm.Tokens(); len(tokens) != 1 || tokens[0] != second.Token {
+		t.Errorf("cluster holds %d tokens, want only the published one", len(tokens))
+	}
+	create := h.kubeadm.CallsOf("token create")
+	if len(create) != 1 || !strings.Contains(create[0], "--ttl 2h0m0s") ||
+		!strings.Contains(create[0], "--description kubestrap join token, generation 2") {
+		t.Errorf("token create calls = %q", create)
+	}
+	if del := h.kubeadm.CallsOf("token delete"); len(del) != 1 || !strings.HasPrefix(del[0], "token delete "+first.TokenID()) {
+		t.Errorf("token delete calls = %q, want one for %s", del, first.TokenID())
+	}
+	_ = stop()
+}
+
+func TestControlPlaneRestartResumesWithoutInit(t *testing.T) {
+	h, _, idle := newFakeClockHarness(t)
+	stop := start(t, h.controlPlane().Run)
+	idle("first publish")
+	_ = stop()
+	gen := h.reporter.State().JoinGeneration
+
+	h2 := *h
+	h2.notifier = &recordingNotifier{}
+	r, err := NewReporter(h.cfg.StateDir, h2.notifier, h.log, h.clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.reporter = r
+	puts := h.s3.Counts.Snapshot().Puts
+	stop = start(t, h2.controlPlane().Run)
+	idle("resumed")
+	_ = stop()
+	if _, n := h2.notifier.snapshot(); n < 1 {
+		t.Error("no READY after restart")
+	}
+	if got := len(h.kubeadm.CallsOf("init")); got != 1 {
+		t.Errorf("init calls = %d after restart, want 1", got)
+	}
+	// The token published before the restart is still fresh: nothing to redo.
+	if got := h2.reporter.State().JoinGeneration; got != gen || h.s3.Counts.Snapshot().Puts != puts {
+		t.Errorf("restart republished: generation %d (was %d)", got, gen)
+	}
+}
+
+func TestControlPlaneResetsAndRetriesFailedInit(t *testing.T) {
+	h, clk, idle := newFakeClockHarness(t)
+	h.kubeadm.FailNext(t, "init")
+	stop := start(t, h.controlPlane().Run)
+	idle("backoff after the failed init")
+	if got := len(h.kubeadm.CallsOf("init")); got != 1 {
+		t.Fatalf("init retried before the backoff: %d calls", got)
+	}
+	clk.Step(5 * time.Second)
+	idle("publish after the second init")
+	_ = stop()
+	calls := h.kubeadm.Calls()
+	if len(calls) < 3 || !strings.HasPrefix(calls[0], "init") || !strings.HasPrefix(calls[1], "reset -f") || !strings.HasPrefix(calls[2], "init") {
+		t.Fatalf("calls = %q, want init, reset -f, init", calls)
+	}
+	if !h.notifier.sawStatus("kubeadm init failed") || !h.notifier.sawStatus("kube-apiserver check failed") {
+		t.Errorf("STATUS does not report the failed init with kubeadm's reason")
+	}
+}
+
+func TestControlPlaneRepublishesOverForeignJoinInfo(t *testing.T) {
+	h, clk, idle := newFakeClockHarness(t)
+	cp := h.controlPlane()
+	stop := start(t, cp.Run)
+	idle("first publish")
+	gen := h.reporter.State().JoinGeneration
+	// An attacker with write access replaces join.json.
+	hostile := map[string]any{"apiVersion": join.APIVersion, "kind": join.Kind, "cluster": "demo",
+		"apiServerEndpoint": "evil.example.com:6443", "token": "zzzzzz.zzzzzzzzzzzzzzzz", "generation": 99}
+	b, _ := json.Marshal(hostile)
+	h.s3.Put(t, join.Key("demo"), b)
+	clk.Step(time.Minute) // the next verify round
+	idle("republish")
+	_ = stop()
+	if h.reporter.State().JoinGeneration <= gen {
+		t.Fatal("foreign join info was not replaced")
+	}
+	info := h.published(t)
+	if info.APIServerEndpoint != "10.0.1.10:6443" || info.Generation <= 99 {
+		t.Errorf("after republish: endpoint %s generation %d; want ours with generation above 99", info.APIServerEndpoint, info.Generation)
+	}
+}
+
+func TestControlPlaneWaitsForAPIServerWhenInitialized(t *testing.T) {
+	h, clk, idle := newFakeClockHarness(t)
+	cp := h.controlPlane()
+	stop := start(t, cp.Run)
+	idle("first publish")
+	_ = stop()
+	healthy := false
+	h2 := *h
+	h2.notifier = &recordingNotifier{}
+	r, _ := NewReporter(h.cfg.StateDir, h2.notifier, h.log, h.clock)
+	h2.reporter = r
+	cp2 := h2.controlPlane()
+	calls := 0
+	cp2.APIHealth = func(context.Context) error {
+		calls++
+		if calls > 3 {
+			healthy = true
+			return nil
+		}
+		return errors.New("connection refused")
+	}
+	// An initialized node whose API server is still starting after a reboot.
+	stop = start(t, cp2.Run)
+	for i := 0; i < 3; i++ {
+		idle("a wait for the API server")
+		if _, n := h2.notifier.snapshot(); n != 0 {
+			t.Fatal("READY before the API server was healthy")
+		}
+		clk.Step(30 * time.Second)
+	}
+	idle("publishing")
+	_ = stop()
+	if !healthy || !h2.notifier.sawStatus("waiting for the API server") {
+		t.Errorf("did not wait for the API server")
+	}
+	if got := len(h.kubeadm.CallsOf("init")); got != 1 {
+		t.Errorf("init calls = %d, want 1", got)
+	}
+}
