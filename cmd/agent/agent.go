@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -152,10 +153,13 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	runner := &kubeadm.Runner{Path: cfg.Kubeadm.Path, Log: log.Named("kubeadm")}
 	switch cfg.Role {
 	case config.RoleControlPlane:
-		cp := &role.ControlPlane{Config: cfg, Node: node, Store: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log}
+		cp := &role.ControlPlane{Config: cfg, Node: node, Store: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
+			AdminKubeconfig: filepath.Join(cfg.Kubeadm.ConfigDir, "admin.conf"),
+			CACert:          filepath.Join(cfg.Kubeadm.ConfigDir, "pki", "ca.crt")}
 		err = cp.Run(ctx)
 	case config.RoleWorker:
-		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log}
+		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
+			KubeletKubeconfig: filepath.Join(cfg.Kubeadm.ConfigDir, "kubelet.conf")}
 		err = w.Run(ctx)
 	default:
 		err = fmt.Errorf("unknown role %q", cfg.Role)

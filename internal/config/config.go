@@ -77,6 +77,9 @@ type Arg struct {
 type KubeadmConfig struct {
 	// Path is the kubeadm binary: absolute, or a name looked up on PATH.
 	Path string `json:"path"`
+	// ConfigDir is where kubeadm writes admin.conf, kubelet.conf and pki/
+	// (default /etc/kubernetes; change it only where kubeadm's root differs, as in tests).
+	ConfigDir string `json:"configDir,omitempty"`
 	// KubernetesVersion is always written to the generated configuration so kubeadm
 	// never looks it up on the internet.
 	KubernetesVersion string `json:"kubernetesVersion"`
@@ -166,6 +169,7 @@ func Defaults() AgentConfig {
 		AWS:      AWSConfig{IMDSTimeout: Duration{Duration: 5 * time.Minute}},
 		Kubeadm: KubeadmConfig{
 			Path:              "kubeadm",
+			ConfigDir:         "/etc/kubernetes",
 			KubernetesVersion: version.KubernetesVersion,
 			BindPort:          6443,
 			PodSubnet:         "10.244.0.0/16",

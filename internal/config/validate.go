@@ -87,6 +87,9 @@ func (c *AgentConfig) Validate() error {
 	if k.Path == "" {
 		add("kubeadm.path", "is required: the kubeadm binary (absolute path or a name on PATH)")
 	}
+	if !strings.HasPrefix(k.ConfigDir, "/") {
+		add("kubeadm.configDir", "must be an absolute path, got %q", k.ConfigDir)
+	}
 	if !k8sVersionPattern.MatchString(k.KubernetesVersion) {
 		add("kubeadm.kubernetesVersion", "%q is not a Kubernetes version such as v1.37.2", k.KubernetesVersion)
 	}

@@ -1,0 +1,86 @@
+# Common settings for the end-to-end harness (sourced by hack/e2e/*.sh).
+# Everything it creates is named kse2e*: network namespaces, links, cgroups.
+set -euo pipefail
+E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE=${CACHE:-/var/cache/kubestrap}
+KUBE_BIN=${KUBE_BIN:-$CACHE/kube-v1.37.2}
+BUILD=${E2E_BUILD:-$CACHE/e2e-build}   # cached builds (tools, images)
+RUN=${E2E_RUN:-$CACHE/e2e-run}         # state of one cluster; removed by down
+BIN=$BUILD/bin
+IMG=$BUILD/images
+KUBESTRAP=${KUBESTRAP:-$E2E_ROOT/bin/kubestrap}
+export PATH=$BIN:$KUBE_BIN:$PATH
+
+# Versions of everything the harness builds or installs.
+CONTAINERD_VERSION=v2.4.2
+CRANE_VERSION=v0.22.1
+CRICTL_VERSION=v1.37.0
+AEMM_VERSION=v1.13.0
+KUBE_VERSION=v1.37.2
+PAUSE_TAG=3.10.2
+ETCD_TAG=3.7.0-0
+
+# The fake AWS world.
+CLUSTER=kse2e
+BUCKET=kse2e-bootstrap
+REGION=eu-west-1
+ACCOUNT=123456789012          # moto's default account
+ROLE=kse2e-node
+ECR_HOST=$ACCOUNT.dkr.ecr.$REGION.amazonaws.com
+DEMO_REPO=kse2e/demo-app
+DEMO_IMAGE=$ECR_HOST/$DEMO_REPO:v1
+
+# The test network: one namespace (kse2e-net) holds bridge kse2e-br0 and routes
+# between the hosts; it has no link to the machine's own network.
+NET_NS=kse2e-net
+SUBNET_PREFIX=10.200.0
+ROUTER_IP=$SUBNET_PREFIX.1
+AWS_NS=kse2e-aws
+AWS_IP=$SUBNET_PREFIX.2
+MOTO_PORT=5000
+MOTO_URL=http://$AWS_IP:$MOTO_PORT
+NSDIR=$RUN/ns                  # persistent mount/UTS namespace files
+
+log() { printf '%s [e2e] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# stage NAME CMD...: run a stage and print how long it took.
+stage() {
+  local name=$1; shift
+  local t0=$SECONDS
+  log "stage $name: start"
+  "$@"
+  log "stage $name: done in $((SECONDS - t0))s"
+  echo "$name $((SECONDS - t0))" >> "${STAGE_TIMES:-/dev/null}"
+}
+
+# node_index NAME: cp -> 10, w1 -> 11, w2 -> 12 ...
+node_index() {
+  case $1 in
+    cp) echo 10 ;;
+    w[0-9]*) echo $((10 + ${1#w})) ;;
+    *) die "bad node name $1" ;;
+  esac
+}
+node_ip() { echo "$SUBNET_PREFIX.$(node_index "$1")"; }
+node_ns() { echo "kse2e-$1"; }
+node_dir() { echo "$RUN/nodes/$1"; }
+# pod subnet of a node: 10.244.<index>.0/24
+node_pod_cidr() { echo "10.244.$(node_index "$1").0/24"; }
+
+# in_node NODE CMD...: run CMD inside the node's network, mount and UTS namespaces.
+in_node() {
+  local n=$1; shift
+  nsenter --net=/run/netns/"$(node_ns "$n")" --mount="$NSDIR/$n-mnt" --uts="$NSDIR/$n-uts" -- "$@"
+}
+in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" -- "$@"; }
+
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD (bounded) until it succeeds.
+wait_for() {
+  local t=$1 what=$2; shift 2
+  local end=$((SECONDS + t))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $end ] || { log "timed out after ${t}s waiting for $what"; return 1; }
+    sleep 0.5
+  done
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The isolated test network.
+#   net.sh up              namespace kse2e-net with bridge kse2e-br0 ($ROUTER_IP/24),
+#                          the router between the test hosts; no link to the machine
+#   net.sh attach NS IP    namespace NS joined to the bridge by a veth (eth0 inside),
+#                          default route via the router (inside the test network only)
+#   net.sh route CIDR IP   route CIDR (a node's pods) via IP in the router
+# Nothing is ever created in the machine's own network namespace.
+source "$(dirname "$0")/lib.sh"
+case ${1:-} in
+up)
+  ip netns list | grep -qw "$NET_NS" && exit 0
+  ip netns add "$NET_NS"
+  ip -n "$NET_NS" link set lo up
+  ip -n "$NET_NS" link add kse2e-br0 type bridge
+  ip -n "$NET_NS" addr add "$ROUTER_IP/24" dev kse2e-br0
+  ip -n "$NET_NS" link set kse2e-br0 up
+  in_ns "$NET_NS" sysctl -qw net.ipv4.ip_forward=1
+  log "network $NET_NS up (router $ROUTER_IP)"
+  ;;
+attach)
+  ns=$2 ip=$3 veth=kse2e-v${2#kse2e-}
+  ip netns list | grep -qw "$ns" || ip netns add "$ns"
+  ip -n "$NET_NS" link add "$veth" type veth peer name eth0 netns "$ns"
+  ip -n "$NET_NS" link set "$veth" master kse2e-br0 up
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "$ip/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add default via "$ROUTER_IP"
+  in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1
+  ;;
+route)
+  ip -n "$NET_NS" route replace "$2" via "$3"
+  ;;
+*) echo "usage: net.sh up | attach NS IP | route CIDR IP" >&2; exit 2 ;;
+esac

@@ -1,0 +1,108 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `apiVersion: kubestrap.dev/v1alpha1
+kind: AgentConfig
+cluster: demo
+role: worker
+bucket: my-cluster-bootstrap
+kubeadm:
+  path: /usr/bin/kubeadm
+  criSocket: unix:///run/containerd/containerd.sock
+  kubeletExtraArgs:
+  - {name: cgroup-root, value: /node}
+  kubeletConfiguration:
+    cgroupDriver: cgroupfs
+controlPlane:
+  tokenTTL: 2h
+worker:
+  pollInterval: 5s
+ecr:
+  enabled: true
+  registryIds: ["111122223333"]
+`
+
+func TestParseGoodConfigAppliesDefaults(t *testing.T) {
+	cfg, err := Parse([]byte(goodConfig))
+	if err != nil {
+		t.Fatalf("good config refused: %v", err)
+	}
+	if cfg.StateDir != "/var/lib/kubestrap" || cfg.ECR.ConfigPath != "/var/lib/kubelet/config.json" {
+		t.Errorf("defaults not applied: stateDir %q configPath %q", cfg.StateDir, cfg.ECR.ConfigPath)
+	}
+	if cfg.ControlPlane.TokenTTL.Duration != 2*time.Hour || cfg.Worker.PollInterval.Duration != 5*time.Second {
+		t.Errorf("durations: %v %v", cfg.ControlPlane.TokenTTL, cfg.Worker.PollInterval)
+	}
+	if cfg.Kubeadm.KubernetesVersion != "v1.37.2" || cfg.Kubeadm.KubeletConfiguration.CgroupDriver != "cgroupfs" {
+		t.Errorf("kubeadm section: %+v", cfg.Kubeadm)
+	}
+}
+
+func TestParseBadConfigNamesTheField(t *testing.T) {
+	cases := []struct {
+		name, edit, field, says string
+	}{
+		{"missing cluster", "cluster: demo\n->", "cluster", "is required"},
+		{"unknown key", "worker:\n->worker:\n  pollIntervall: 5s\n", "worker.pollIntervall", "unknown field"},
+		{"unknown top-level key", "role: worker\n->role: worker\nregion: eu-west-1\n", "region", "unknown field"},
+		{"bad role", "role: worker->role: master", "role", `must be "control-plane" or "worker"`},
+		{"unparsable duration", "pollInterval: 5s->pollInterval: fast", "worker.pollInterval", "not a duration"},
+		{"bad bucket name", "bucket: my-cluster-bootstrap->bucket: My_Bucket", "bucket", "not a valid S3 bucket name"},
+		{"bucket as IP", "bucket: my-cluster-bootstrap->bucket: 10.0.0.1", "bucket", "IP address"},
+		{"bad apiVersion", "kubestrap.dev/v1alpha1->kubestrap.dev/v9", "apiVersion", "must be"},
+		{"bad cri socket", "unix:///run/containerd/containerd.sock->/run/containerd.sock", "kubeadm.criSocket", "unix:///"},
+		{"bad registry id", `"111122223333"->"1234"`, "ecr.registryIds[0]", "12-digit"},
+		{"unknown kubelet setting", "cgroupDriver: cgroupfs->cgroupDrivr: cgroupfs", "kubeadm.kubeletConfiguration.cgroupDrivr", "unknown field"},
+		{"tiny token TTL", "tokenTTL: 2h->tokenTTL: 10s", "controlPlane.tokenTTL", "at least"},
+		{"duplicate key", "role: worker->role: worker\nrole: control-plane", "role", "already set"},
+		{"wrong type", "cluster: demo->cluster: [a, b]", "cluster", "cannot unmarshal"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			old, repl, _ := strings.Cut(tc.edit, "->")
+			doc := strings.Replace(goodConfig, old, repl, 1)
+			if doc == goodConfig {
+				t.Fatalf("edit %q changed nothing", tc.edit)
+			}
+			_, err := Parse([]byte(doc))
+			if err == nil {
+				t.Fatal("bad config accepted")
+			}
+			if !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), tc.says) {
+				t.Errorf("error %q does not name %q with %q", err, tc.field, tc.says)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	_, err := Parse([]byte("apiVersion: kubestrap.dev/v1alpha1\nkind: AgentConfig\n"))
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		t.Fatalf("want FieldErrors, got %v", err)
+	}
+	for _, f := range []string{"cluster", "role", "bucket"} {
+		if !strings.Contains(err.Error(), f+":") {
+			t.Errorf("error does not mention %s: %v", f, err)
+		}
+	}
+}
+
+func TestEndpointProblem(t *testing.T) {
+	for _, ok := range []string{"10.0.1.10:6443", "api.demo.internal:443", "[fd00::1]:6443"} {
+		if p := EndpointProblem(ok); p != "" {
+			t.Errorf("%q refused: %s", ok, p)
+		}
+	}
+	for _, bad := range []string{"10.0.1.10", "https://x:1", "a b:1", "x:+1", "x:65536", "-x:1", "[fe80::1%eth0]:6443", "UPPER.example:1"} {
+		if EndpointProblem(bad) == "" {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
