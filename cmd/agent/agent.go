@@ -87,7 +87,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	}
 	reporter.Phase(state.PhaseStarting, "reading instance identity from the instance metadata service")
 
-	var loadOpts []func(*awsconfig.LoadOptions) error
+	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithLogger(logging.AWSLogger(log.Named("aws")))}
 	if cfg.AWS.Region != "" {
 		loadOpts = append(loadOpts, awsconfig.WithRegion(cfg.AWS.Region))
 	}

@@ -91,7 +91,9 @@ func (r *Runner) Run(ctx context.Context, args ...string) ([]string, error) {
 		for sc.Scan() {
 			line := Redact(sc.Text())
 			lines = append(lines, line)
-			log.Info(line, zap.Bool("kubeadmOutput", true))
+			if strings.TrimSpace(line) != "" {
+				log.Info(line, zap.Bool("kubeadmOutput", true))
+			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()

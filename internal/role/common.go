@@ -79,6 +79,14 @@ func (r *Reporter) Phase(p state.Phase, msg string, fields ...zap.Field) {
 	}
 }
 
+// Problem records a phase change caused by something wrong (refused join
+// info, unreachable S3): like Phase, but logged as a warning.
+func (r *Reporter) Problem(p state.Phase, msg string, fields ...zap.Field) {
+	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
+	r.Notifier.Status(msg)
+	r.Log.Warn(msg, append(fields, zap.String("phase", string(p)))...)
+}
+
 // Ready records the steady state and sends READY=1 (once) with msg as STATUS.
 func (r *Reporter) Ready(p state.Phase, msg string, fields ...zap.Field) {
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -150,9 +151,14 @@ func (w *Worker) waitForJoinInfo(ctx context.Context, minGeneration int64) (*joi
 	w.Reporter.Phase(state.PhaseWaitingJoinInfo, "waiting for join info in "+url)
 	lastProblem := ""
 	report := func(msg string, fields ...zap.Field) {
-		if msg != lastProblem {
-			lastProblem = msg
+		if msg == lastProblem {
+			return
+		}
+		lastProblem = msg
+		if strings.HasPrefix(msg, "waiting for join info") {
 			w.Reporter.Phase(state.PhaseWaitingJoinInfo, msg, fields...)
+		} else {
+			w.Reporter.Problem(state.PhaseWaitingJoinInfo, msg, fields...)
 		}
 	}
 	for {
