@@ -87,6 +87,15 @@ boot() {
     cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset/kse2e-$n/cpuset.mems
   fi
 
+  # Test instrumentation: /usr/bin/kubeadm records each run (subcommand only: no
+  # secrets) in kubeadm-calls.log, then runs the real kubeadm.
+  cat > "$nd/kubeadm-wrapper" <<WRAP
+#!/bin/sh
+echo "\$(date -u +%FT%T.%NZ) \$1 \$2" >> $nd/kubeadm-calls.log
+exec $KUBE_BIN/kubeadm "\$@"
+WRAP
+  chmod 755 "$nd/kubeadm-wrapper"
+
   # Mount + UTS namespaces, kept alive by bind mounts on files in $NSDIR.
   if ! mountpoint -q "$NSDIR"; then mount --bind "$NSDIR" "$NSDIR"; mount --make-private "$NSDIR"; fi
   touch "$NSDIR/$n-mnt" "$NSDIR/$n-uts"
@@ -102,7 +111,8 @@ boot() {
     for d in kubelet etcd kubestrap containerd; do mkdir -p /var/lib/\$d; mount --bind $nd/\$d /var/lib/\$d; done
     mount --make-rshared /var/lib/kubelet
     # The AMI: kubestrap, kubeadm, kubelet in /usr/bin; systemctl is the harness's shim.
-    for b in kubeadm kubelet; do touch /usr/bin/\$b; mount --bind $KUBE_BIN/\$b /usr/bin/\$b; done
+    touch /usr/bin/kubelet; mount --bind $KUBE_BIN/kubelet /usr/bin/kubelet
+    touch /usr/bin/kubeadm; mount --bind $nd/kubeadm-wrapper /usr/bin/kubeadm
     touch /usr/bin/kubestrap; mount --bind $KUBESTRAP /usr/bin/kubestrap
     printf '#!/bin/sh\nexec $BIN/kse2e-init systemctl --units $nd/units \"\$@\"\n' > /usr/local/bin/systemctl
     chmod 755 /usr/local/bin/systemctl

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# make e2e: bring the cluster up, run the scenarios of test/e2e against it,
+# and tear everything down at the end, whatever happened.
+source "$(dirname "$0")/lib.sh"
+H=$(dirname "$0")
+"$H/down.sh" >/dev/null 2>&1 || true   # leftovers of an interrupted run
+mkdir -p "$RUN"
+export STAGE_TIMES=$BUILD/last-e2e-times
+: > "$STAGE_TIMES"
+trap 'stage teardown "$H/down.sh"; log "stage times (s):"; sed "s/^/    /" "$STAGE_TIMES" >&2' EXIT
+"$H/up.sh"
+rc=0
+t0=$SECONDS
+E2E_ROOT=$E2E_ROOT E2E_RUN=$RUN KUBE_BIN=$KUBE_BIN \
+  go test -C "$E2E_ROOT" -tags e2e -count=1 -v -timeout "${E2E_TIMEOUT:-60m}" ./test/e2e/... || rc=$?
+echo "scenarios $((SECONDS - t0))" >> "$STAGE_TIMES"
+exit $rc

@@ -1,0 +1,33 @@
+# End-to-end harness (issue 5): a real kubeadm cluster of network + mount + UTS
+# namespaces on this machine, bootstrapped by kubestrap. See docs/e2e.md.
+#   make demo        install, build, boot 1 control plane + 2 workers, deploy the demo app
+#   make demo-down   remove everything the demo made
+#   make e2e         the same cluster and the end-to-end scenarios, torn down at the end
+E2E_BUILD ?= $(CACHE)/e2e-build
+E2E_RUN ?= $(CACHE)/e2e-run
+E2E_ENV := CACHE=$(CACHE) KUBE_BIN=$(KUBE_BIN) E2E_BUILD=$(E2E_BUILD) E2E_RUN=$(E2E_RUN) \
+	KUBESTRAP=$(CURDIR)/bin/kubestrap STAGE_TIMES=$(E2E_BUILD)/last-build-times
+
+.PHONY: e2e-deps e2e-build demo demo-down e2e
+
+e2e-deps: ## Debian packages and Go tools of the e2e cluster (idempotent)
+	@$(E2E_ENV) hack/e2e/stage.sh e2e-deps hack/e2e/deps.sh
+
+e2e-build: e2e-deps build ## kube binaries, kube-proxy, node images (cached)
+	@$(E2E_ENV) hack/e2e/stage.sh kube-bins $(MAKE) --no-print-directory kube-bins
+	@$(E2E_ENV) hack/e2e/stage.sh images hack/e2e/images.sh
+
+demo: e2e-build
+	@$(E2E_ENV) hack/e2e/demo.sh
+
+demo-down:
+	@$(E2E_ENV) hack/e2e/down.sh
+
+e2e: e2e-build
+	@$(E2E_ENV) hack/e2e/run-e2e.sh
+
+# `make test` (CI) includes the end-to-end run; E2E=0 leaves it out.
+E2E ?= 1
+ifeq ($(E2E),1)
+test: e2e
+endif
