@@ -13,7 +13,7 @@ PKG_ARCH ?= $(shell $(GO) env GOARCH)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 NFPM ?= $(GO) tool nfpm
 DIST ?= dist
-DEPLOY_APT_PACKAGES := lintian systemd dpkg dpkg-dev rpm
+DEPLOY_APT_PACKAGES := lintian systemd dpkg dpkg-dev rpm shellcheck
 
 .PHONY: package package-deb package-rpm deploy-deps deploy-test
 
@@ -28,8 +28,8 @@ package-deb package-rpm: package-%: build $(DIST)/man/kubestrap.8.gz
 		$(NFPM) package --config packaging/nfpm.yaml --packager $* --target $(DIST)/
 
 deploy-deps: ## tools the deploy tests need: lintian, systemd-analyze, dpkg, rpm, nfpm
-	@if command -v lintian systemd-analyze dpkg-deb rpm >/dev/null 2>&1 && \
-	    [ $$(command -v lintian systemd-analyze dpkg-deb rpm | wc -l) -eq 4 ]; then \
+	@if command -v lintian systemd-analyze dpkg-deb rpm shellcheck >/dev/null 2>&1 && \
+	    [ $$(command -v lintian systemd-analyze dpkg-deb rpm shellcheck | wc -l) -eq 5 ]; then \
 		echo "apt packages already installed: $(DEPLOY_APT_PACKAGES)"; \
 	else \
 		apt-get update -q && \
