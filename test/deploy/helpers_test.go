@@ -333,3 +333,14 @@ func configFromUserData(t testing.TB, script string) string {
 	}
 	return rest[:j] + "\n"
 }
+
+func writeJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -170,7 +170,7 @@ func chrootRoot(t *testing.T, systemdRunning bool) string {
 		t.Skip("installing into a scratch root runs maintainer scripts in a chroot, which needs root")
 	}
 	root := t.TempDir()
-	for _, d := range []string{"bin", "usr/bin", "tmp", "dev", "var/lib/dpkg/info", "var/lib/dpkg/updates", "etc"} {
+	for _, d := range []string{"bin", "usr/bin", "tmp", "dev", "var/lib/dpkg/info", "var/lib/dpkg/updates", "etc/default"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
