@@ -1,0 +1,62 @@
+package kubeadm
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+)
+
+func testConfig() *config.AgentConfig {
+	c := config.Defaults()
+	c.APIVersion, c.Kind, c.Cluster, c.Bucket, c.Role = config.APIVersion, config.Kind, "demo", "b-bucket", config.RoleControlPlane
+	return &c
+}
+
+func TestInitConfigDefaultsEndpointToPrivateIPAndAlwaysSetsVersion(t *testing.T) {
+	doc, endpoint, err := InitConfig(testConfig(), Node{Name: "ip-10-0-1-10", IP: "10.0.1.10"}, "abcdef.0123456789abcdef", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if endpoint != "10.0.1.10:6443" {
+		t.Errorf("endpoint = %q", endpoint)
+	}
+	s := string(doc)
+	for _, want := range []string{"kind: InitConfiguration", "kind: ClusterConfiguration", "kubernetesVersion: v1.37.2",
+		"controlPlaneEndpoint: 10.0.1.10:6443", "advertiseAddress: 10.0.1.10", "name: node-ip", "value: 10.0.1.10",
+		"description: kubestrap join token, generation 1", "ttl: 1h0m0s"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("init configuration lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestInitConfigNeedsAnEndpoint(t *testing.T) {
+	if _, _, err := InitConfig(testConfig(), Node{Name: "x"}, "", time.Hour); err == nil {
+		t.Error("no IP and no endpoint accepted")
+	}
+}
+
+func TestJoinConfigPinsTheCAAndKeepsUserNodeIP(t *testing.T) {
+	cfg := testConfig()
+	cfg.Kubeadm.KubeletExtraArgs = []config.Arg{{Name: "node-ip", Value: "10.9.9.9"}}
+	doc, err := JoinConfig(cfg, Node{Name: "w", IP: "10.0.2.7"}, JoinOptions{APIServerEndpoint: "10.0.1.10:6443",
+		Token: "abcdef.0123456789abcdef", CACertHashes: []string{"sha256:" + strings.Repeat("ab", 32)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jc map[string]any
+	if err := yaml.Unmarshal(doc, &jc); err != nil {
+		t.Fatal(err)
+	}
+	d := jc["discovery"].(map[string]any)["bootstrapToken"].(map[string]any)
+	if d["unsafeSkipCAVerification"] == true || len(d["caCertHashes"].([]any)) != 1 {
+		t.Errorf("discovery = %v", d)
+	}
+	if strings.Contains(string(doc), "10.0.2.7") || !strings.Contains(string(doc), "10.9.9.9") {
+		t.Errorf("user's node-ip not kept:\n%s", doc)
+	}
+}
