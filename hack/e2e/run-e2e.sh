@@ -12,6 +12,6 @@ trap 'stage teardown "$H/down.sh"; log "stage times (s):"; sed "s/^/    /" "$STA
 rc=0
 t0=$SECONDS
 E2E_ROOT=$E2E_ROOT E2E_RUN=$RUN KUBE_BIN=$KUBE_BIN \
-  go test -C "$E2E_ROOT" -tags e2e -count=1 -v -timeout "${E2E_TIMEOUT:-60m}" ./test/e2e/... || rc=$?
+  go test -C "$E2E_ROOT" -tags e2e -count=1 -p 1 -v -timeout "${E2E_TIMEOUT:-60m}" ./test/e2e/... || rc=$?
 echo "scenarios $((SECONDS - t0))" >> "$STAGE_TIMES"
 exit $rc

@@ -195,8 +195,7 @@ func (w *Worker) poll(ctx context.Context, minGeneration int64) (*join.Info, str
 		w.etag, w.cached = fetched.ETag, nil
 		parsed, err := join.Parse(fetched.Body, w.expectations())
 		if err != nil {
-			return nil, fmt.Sprintf("refusing join info in %s: %v; waiting for valid join info", url, err),
-				[]zap.Field{zap.String("etag", fetched.ETag)}
+			return nil, refusal(url, err), []zap.Field{zap.String("etag", fetched.ETag)}
 		}
 		w.cached, info = parsed, parsed
 	}
@@ -205,13 +204,23 @@ func (w *Worker) poll(ctx context.Context, minGeneration int64) (*join.Info, str
 		return nil, "", nil
 	}
 	if err := info.Validate(w.expectations()); err != nil {
-		return nil, fmt.Sprintf("refusing join info in %s: %v; waiting for newer join info", url, err), nil
+		return nil, refusal(url, err), nil
 	}
 	if info.Generation < minGeneration {
 		return nil, fmt.Sprintf("join info generation %d was already refused by the API server; waiting for newer join info in %s",
 			info.Generation, url), nil
 	}
 	return info, "", nil
+}
+
+// refusal words a validation failure for STATUS. Stale join info usually
+// means the control-plane agent is not refreshing it, so say so.
+func refusal(url string, err error) string {
+	var r *join.Rejection
+	if errors.As(err, &r) && r.Field == "expiresAt" {
+		return fmt.Sprintf("refusing join info in %s: %s; waiting for the control plane to publish fresh join info", url, r.Reason)
+	}
+	return fmt.Sprintf("refusing join info in %s: %v; waiting for valid join info", url, err)
 }
 
 func (w *Worker) expectations() join.Expectations {
