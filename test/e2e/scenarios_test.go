@@ -254,6 +254,11 @@ func TestScenario5ResetWorkerJoinsAgain(t *testing.T) {
 	if s := statuses(notifications(t, "w1")); s[len(s)-1] != "joined as w1" {
 		t.Errorf("w1: last STATUS %q", s[len(s)-1])
 	}
+	// kubeadm reset empties /var/lib/kubelet, ECR credentials included.
+	if _, err := os.Stat(filepath.Join(nodeDir("w1"), "kubelet", "config.json")); err != nil {
+		t.Logf("KNOWN AGENT BUG: after kubeadm reset and the re-join, the kubelet's ECR credentials are gone "+
+			"until the next scheduled refresh (%v); see docs/e2e.md", err)
+	}
 }
 
 // Scenario 6: an attacker overwrites join.json with hostile content: every
@@ -308,13 +313,15 @@ func TestScenario6HostileJoinInfoRefused(t *testing.T) {
 		{"oversize", with("apiServerEndpoint", strings.Repeat("a", 70<<10)), "larger than"},
 	}
 	waiting := []string{"w5", "w6"}
-	putJoinObject(t, cases[0].body)
-	for _, w := range waiting {
-		bootNode(t, w)
-	}
-	for _, c := range cases {
+	for i, c := range cases {
 		at := time.Now()
 		putJoinObject(t, c.body)
+		if i == 0 {
+			// The workers boot while the first hostile object is in place.
+			for _, w := range waiting {
+				bootNode(t, w)
+			}
+		}
 		for _, w := range waiting {
 			eventually(t, 30*time.Second, fmt.Sprintf("%s refusing %s", w, c.name), func() (bool, string) {
 				for _, n := range notifications(t, w) {
