@@ -55,7 +55,8 @@ func startMoto(t *testing.T, noAuthActions int) *motoServer {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", port)
-	cmd.Env = os.Environ()
+	// AWS managed policies (AmazonSSMManagedInstanceCore) exist, as in AWS.
+	cmd.Env = append(os.Environ(), "MOTO_IAM_LOAD_MANAGED_POLICIES=true")
 	if noAuthActions >= 0 {
 		cmd.Env = append(cmd.Env, "INITIAL_NO_AUTH_ACTION_COUNT="+strconv.Itoa(noAuthActions))
 	}
