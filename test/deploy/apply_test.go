@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -207,6 +208,61 @@ func TestTerraformApplyInMoto(t *testing.T) {
 		cfg := appliedConfig(t, "worker", aws.ToString(data.UserData))
 		if cfg["bucket"] != bucket || cfg["cluster"] != "demo" {
 			t.Errorf("worker config does not match the cluster: %v", cfg)
+		}
+	})
+
+	t.Run("security groups", func(t *testing.T) {
+		groups, err := ec2c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
+			Filters: []ec2types.Filter{{Name: aws.String("group-name"), Values: []string{"demo-nodes", "demo-control-plane", "demo-workers"}}},
+		})
+		if err != nil || len(groups.SecurityGroups) != 3 {
+			t.Fatalf("security groups: %v %v", groups, err)
+		}
+		id := map[string]string{}
+		for _, g := range groups.SecurityGroups {
+			id[strings.TrimPrefix(aws.ToString(g.GroupName), "demo-")] = aws.ToString(g.GroupId)
+		}
+		rules, err := ec2c.DescribeSecurityGroupRules(ctx, &ec2.DescribeSecurityGroupRulesInput{
+			Filters: []ec2types.Filter{{Name: aws.String("group-id"), Values: []string{id["nodes"], id["control-plane"], id["workers"]}}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "<group> <proto> <from>-<to> <source>" for every ingress rule.
+		var ingress []string
+		for _, r := range rules.SecurityGroupRules {
+			if aws.ToBool(r.IsEgress) {
+				continue
+			}
+			src := aws.ToString(r.CidrIpv4)
+			if r.ReferencedGroupInfo != nil {
+				for name, gid := range id {
+					if gid == aws.ToString(r.ReferencedGroupInfo.GroupId) {
+						src = "sg:" + name
+					}
+				}
+			}
+			for name, gid := range id {
+				if gid == aws.ToString(r.GroupId) {
+					ingress = append(ingress, fmt.Sprintf("%s %s %d-%d %s", name, aws.ToString(r.IpProtocol), aws.ToInt32(r.FromPort), aws.ToInt32(r.ToPort), src))
+				}
+			}
+		}
+		for _, want := range []string{
+			"control-plane tcp 6443-6443 sg:nodes",
+			"control-plane tcp 6443-6443 203.0.113.0/24",
+			"workers tcp 10250-10250 sg:control-plane",
+			"workers tcp 30000-32767 10.0.0.0/16",
+			"workers tcp 30000-32767 198.51.100.0/24",
+		} {
+			if !slices.Contains(ingress, want) {
+				t.Errorf("no ingress rule %q in %q", want, ingress)
+			}
+		}
+		for _, r := range ingress {
+			if strings.HasSuffix(r, " 0.0.0.0/0") {
+				t.Errorf("ingress open to the world: %s", r)
+			}
 		}
 	})
 

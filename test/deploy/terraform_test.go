@@ -159,24 +159,7 @@ func TestUserDataTemplate(t *testing.T) {
 	}
 
 	t.Run("runs", func(t *testing.T) {
-		root := chrootRoot(t, true)
-		for _, prog := range []string{"bash", "install", "mv"} {
-			p, err := exec.LookPath(prog)
-			if err != nil {
-				t.Skipf("%s not found: %v", prog, err)
-			}
-			p, _ = filepath.EvalSymlinks(p)
-			if err := copyFile(p, filepath.Join(root, "bin", prog), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			copyLibs(t, p, root)
-		}
-		if err := copyFile(kubestrapBin(t), filepath.Join(root, "usr/bin/kubestrap"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, "user-data"), []byte(withEnv), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		root := userDataRoot(t, withEnv)
 		res := mustRun(t, cmdSpec{env: []string{"PATH=/usr/bin:/bin"}, timeout: time.Minute}, "chroot", root, "/bin/bash", "/user-data")
 		t.Log(strings.TrimSpace(res.stdout + res.stderr))
 		written, err := os.ReadFile(filepath.Join(root, "etc/kubestrap/config.yaml"))
@@ -193,26 +176,38 @@ func TestUserDataTemplate(t *testing.T) {
 	})
 
 	t.Run("stops on a bad config", func(t *testing.T) {
-		root := chrootRoot(t, true)
-		for _, prog := range []string{"bash", "install", "mv"} {
-			p, _ := exec.LookPath(prog)
-			p, _ = filepath.EvalSymlinks(p)
-			if err := copyFile(p, filepath.Join(root, "bin", prog), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			copyLibs(t, p, root)
-		}
-		if err := copyFile(kubestrapBin(t), filepath.Join(root, "usr/bin/kubestrap"), 0o755); err != nil {
-			t.Fatal(err)
-		}
 		bad := renderTemplate(t, tmpl, map[string]any{"config_yaml": strings.Replace(string(config), "role: worker", "role: wroker", 1), "environment": ""})
-		if err := os.WriteFile(filepath.Join(root, "user-data"), []byte(bad), 0o755); err != nil {
-			t.Fatal(err)
-		}
+		root := userDataRoot(t, bad)
 		res := runCmd(t, cmdSpec{env: []string{"PATH=/usr/bin:/bin"}, timeout: time.Minute}, "chroot", root, "/bin/bash", "/user-data")
 		if res.code == 0 || !strings.Contains(res.stdout+res.stderr, "role") {
 			t.Errorf("user-data with a bad role: want a failure naming the field, got %s", res)
 		}
 		assertCalls(t, "bad config", takeCalls(t, root), nil)
 	})
+}
+
+// userDataRoot is a scratch root in which a user-data script runs as on a node:
+// bash and the tools it uses, the agent at /usr/bin/kubestrap, a recording
+// systemctl, and the script at /user-data.
+func userDataRoot(t *testing.T, script string) string {
+	t.Helper()
+	root := chrootRoot(t, true)
+	for _, prog := range []string{"bash", "install", "mv"} {
+		p, err := exec.LookPath(prog)
+		if err != nil {
+			t.Skipf("%s not found: %v", prog, err)
+		}
+		p, _ = filepath.EvalSymlinks(p)
+		if err := copyFile(p, filepath.Join(root, "bin", prog), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		copyLibs(t, p, root)
+	}
+	if err := copyFile(kubestrapBin(t), filepath.Join(root, "usr/bin/kubestrap"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "user-data"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
