@@ -8,10 +8,12 @@ PKG_VERSION ?= $(shell \
 	d=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && \
 	  echo "$$d" | sed -E 's/^v//; s/-([0-9]+)-g([0-9a-f]+)$$/+git\1.\2/' || \
 	  echo "0.0.0~git$$(git log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
-PKG_ARCH ?= $(shell $(GO) env GOARCH)
+# Cross-build with `make package GOARCH=arm64`.
+PKG_ARCH ?= $(or $(GOARCH),$(shell $(GO) env GOARCH))
 # Reproducible packages: file times come from the last commit.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-NFPM ?= $(GO) tool nfpm
+# nfpm itself always runs on the build machine, whatever GOARCH says.
+NFPM ?= env -u GOOS -u GOARCH $(GO) tool nfpm
 DIST ?= dist
 DEPLOY_APT_PACKAGES := lintian systemd dpkg dpkg-dev rpm shellcheck
 
