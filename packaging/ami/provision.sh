@@ -15,7 +15,7 @@ CRI_SOCKET=unix:///run/containerd/containerd.sock
 cloud-init status --wait >/dev/null || true
 
 apt-get update
-apt-get install -y --no-install-recommends ca-certificates curl gpg apt-transport-https
+apt-get install -y --no-install-recommends ca-certificates curl gpg
 
 # --- Kernel modules and sysctls Kubernetes networking needs --------------------
 cat > /etc/modules-load.d/kubernetes.conf <<'CONF'
@@ -61,7 +61,8 @@ apt-mark hold kubelet kubeadm kubectl containerd.io
 # (containerd.io ships a config with the CRI plugin disabled.)
 containerd config default > /etc/containerd/config.toml
 sed -i -E 's/^(\s*)SystemdCgroup = false/\1SystemdCgroup = true/' /etc/containerd/config.toml
-grep -qE '^\s*SystemdCgroup = true' /etc/containerd/config.toml
+grep -qE '^\s*SystemdCgroup = true' /etc/containerd/config.toml ||
+  { echo "containerd config: could not set SystemdCgroup = true" >&2; exit 1; }
 PAUSE_IMAGE=$(kubeadm config images list --kubernetes-version "${KUBERNETES_VERSION}" | grep '/pause:')
 sed -i -E "s#^(\s*)(sandbox_image|sandbox) = .*#\1\2 = '${PAUSE_IMAGE}'#" /etc/containerd/config.toml
 systemctl enable containerd
