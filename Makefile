@@ -37,7 +37,7 @@ integration: build deps kube-bins ## against moto_server, ec2-metadata-mock and 
 	KUBESTRAP_BIN=$(CURDIR)/bin/kubestrap KUBE_BIN=$(KUBE_BIN) TOOLS_BIN=$(TOOLS_BIN) \
 		$(GO) test -count=1 -tags integration -timeout 20m -v ./test/integration/...
 
-test: lint unit fuzz integration ## everything CI runs
+test: lint unit fuzz integration deploy-deps deploy-test ## everything CI runs (mk/e2e.mk adds e2e)
 
 clean:
 	rm -rf bin dist
