@@ -27,6 +27,11 @@ func Key(cluster string) string { return cluster + "/join.json" }
 // ErrNotFound means the join info object does not exist (yet).
 var ErrNotFound = errors.New("join info object not found")
 
+// ErrAccessDenied means S3 refused the read. Real S3 answers 403, not 404,
+// for a missing object when the caller may not list the bucket, so before the
+// first publish a worker sees this too.
+var ErrAccessDenied = errors.New("access denied")
+
 // ErrConflict means a conditional write lost against another writer.
 var ErrConflict = errors.New("join info was changed by another writer")
 
@@ -64,6 +69,8 @@ func (s *Store) Fetch(ctx context.Context, etag string) (*Fetched, error) {
 			return &Fetched{NotModified: true, ETag: etag}, nil
 		case isNotFound(err):
 			return nil, ErrNotFound
+		case httpStatus(err) == http.StatusForbidden:
+			return nil, fmt.Errorf("get %s: %w", s.URL(), ErrAccessDenied)
 		}
 		return nil, fmt.Errorf("get %s: %w", s.URL(), err)
 	}

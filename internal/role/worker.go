@@ -187,6 +187,10 @@ func (w *Worker) poll(ctx context.Context, minGeneration int64) (*join.Info, str
 	case errors.Is(err, join.ErrNotFound):
 		w.etag, w.cached = "", nil
 		return nil, "waiting for join info in " + url, nil
+	case errors.Is(err, join.ErrAccessDenied):
+		w.etag, w.cached = "", nil
+		return nil, fmt.Sprintf("waiting for join info in %s (S3 denies access: not published yet, "+
+			"or the instance role lacks s3:GetObject on it)", url), nil
 	case err != nil:
 		return nil, fmt.Sprintf("cannot read join info from %s: %v; retrying", url, err), nil
 	}

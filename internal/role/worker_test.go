@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -235,5 +236,27 @@ func TestWorkerJoinsAgainWhenMembershipRemoved(t *testing.T) {
 	_ = stop()
 	if !h.notifier.sawStatus("node is no longer joined") {
 		t.Error("no STATUS about the lost membership")
+	}
+}
+
+// deniedSource answers like real S3 for a missing key the role may not list.
+type deniedSource struct{ calls int }
+
+func (d *deniedSource) Fetch(context.Context, string) (*join.Fetched, error) {
+	d.calls++
+	return nil, fmt.Errorf("get s3://demo-bootstrap/demo/join.json: %w", join.ErrAccessDenied)
+}
+func (d *deniedSource) URL() string { return "s3://demo-bootstrap/demo/join.json" }
+
+func TestWorkerTreatsAccessDeniedAsNotPublishedYet(t *testing.T) {
+	h := newHarness(t, config.RoleWorker)
+	w := h.worker()
+	src := &deniedSource{}
+	w.Source = src
+	stop := start(t, w.Run)
+	eventually(t, "a STATUS about access", func() bool { return h.notifier.sawStatus("S3 denies access: not published yet") })
+	_ = stop()
+	if h.phase() != state.PhaseWaitingJoinInfo || len(h.kubeadm.Calls()) != 0 {
+		t.Errorf("phase %s, kubeadm calls %q", h.phase(), h.kubeadm.Calls())
 	}
 }
