@@ -143,13 +143,7 @@ func TestControlPlaneRestartResumesWithoutInit(t *testing.T) {
 	_ = stop()
 	gen := h.reporter.State().JoinGeneration
 
-	h2 := *h
-	h2.notifier = &recordingNotifier{}
-	r, err := NewReporter(h.cfg.StateDir, h2.notifier, h.log, h.clock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2.reporter = r
+	h2 := h.restarted(t)
 	puts := h.s3.Counts.Snapshot().Puts
 	stop = start(t, h2.controlPlane().Run)
 	idle("resumed")
@@ -216,10 +210,7 @@ func TestControlPlaneWaitsForAPIServerWhenInitialized(t *testing.T) {
 	idle("first publish")
 	_ = stop()
 	healthy := false
-	h2 := *h
-	h2.notifier = &recordingNotifier{}
-	r, _ := NewReporter(h.cfg.StateDir, h2.notifier, h.log, h.clock)
-	h2.reporter = r
+	h2 := h.restarted(t)
 	cp2 := h2.controlPlane()
 	calls := 0
 	cp2.APIHealth = func(context.Context) error {

@@ -122,6 +122,20 @@ func newHarnessWithClock(t *testing.T, role config.Role, clk clock.Clock) *harne
 	return h
 }
 
+// restarted is the same node after an agent restart or reboot: same state
+// directory, S3 and kubeadm, a new process (notifier and reporter).
+func (h *harness) restarted(t *testing.T) *harness {
+	t.Helper()
+	h2 := *h
+	h2.notifier = &recordingNotifier{}
+	r, err := NewReporter(h.cfg.StateDir, h2.notifier, h.log, h.clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.reporter = r
+	return &h2
+}
+
 // start runs fn in the background; the returned stop cancels it and
 // returns its error.
 func start(t *testing.T, fn func(ctx context.Context) error) (stop func() error) {

@@ -203,13 +203,7 @@ func TestWorkerAlreadyJoinedDoesNotJoinAgain(t *testing.T) {
 	_ = stop()
 
 	// "Reboot": a new agent process with the same state dir and node.
-	h2 := *h
-	h2.notifier = &recordingNotifier{}
-	r, err := NewReporter(h.cfg.StateDir, h2.notifier, h.log, h.clock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h2.reporter = r
+	h2 := h.restarted(t)
 	gets := h.s3.Counts.Snapshot().Gets
 	stop = start(t, h2.worker().Run)
 	eventually(t, "READY after restart", func() bool { _, n := h2.notifier.snapshot(); return n >= 1 })
