@@ -4,18 +4,46 @@
 # registry) with TLS and htpasswd auth on :443, answering as the account's ECR
 # registry $ECR_HOST with the user and password that moto's ECR
 # GetAuthorizationToken hands out (AWS / <account>-auth-token).
-#   aws.sh up            start both, create the bucket, the node role and the ECR
-#                        repository, push the demo image
-#   aws.sh creds NAME    print STS AssumeRole credentials of the node role (JSON)
-#   aws.sh cli ARGS...   run the aws CLI against moto as the account's administrator
+#   aws.sh up            start both, create the bucket, the node roles and the ECR
+#                        repository, push the demo image, enforce IAM
+#   aws.sh cli ARGS...         the aws CLI against moto as the account's administrator
+#   aws.sh as-node NODE ARGS... the aws CLI with the instance-role credentials that
+#                              NODE's metadata service hands out
+# IAM is enforced once the setup is done: the node roles get the policies that
+# Terraform gives them (tf/templates/*-policy.json.tftpl, rendered by terraform),
+# the administrator is an IAM user with an access key.
 source "$(dirname "$0")/lib.sh"
 A=$RUN/aws
 mkdir -p "$A" "$RUN/pids" "$RUN/logs"
 
+# awscli ARGS...: as the administrator (before IAM is enforced: any key).
 awscli() {
-  in_ns "$AWS_NS" env AWS_ACCESS_KEY_ID=kse2e-admin AWS_SECRET_ACCESS_KEY=kse2e-admin \
+  local key=kse2e-setup secret=kse2e-setup
+  [ -f "$A/admin-key" ] && read -r key secret < "$A/admin-key"
+  in_ns "$AWS_NS" env AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" \
     AWS_DEFAULT_REGION=$REGION AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
     aws --endpoint-url "$MOTO_URL" "$@"
+}
+
+# role_policy ROLE: the role's policy as Terraform renders it (or, if the template
+# cannot be rendered, an equivalent one, with a warning).
+role_policy() {
+  local tpl=$E2E_ROOT/tf/templates/$1-policy.json.tftpl out
+  local vars="bucket_arn = \"arn:aws:s3:::$BUCKET\", cluster = \"$CLUSTER\""
+  vars+=", kms_key_arn = \"arn:aws:kms:$REGION:$ACCOUNT:key/00000000-0000-0000-0000-000000000000\""
+  vars+=", kms_via_service = \"s3.$REGION.amazonaws.com\""
+  vars+=", ecr_repository_arns = [\"arn:aws:ecr:$REGION:$ACCOUNT:repository/$DEMO_REPO\"]"
+  # terraform console reads one expression a line.
+  out=$(cd "$A" && echo "base64encode(templatefile(\"$tpl\", {$vars}))" |
+    TF_CLI_CONFIG_FILE=/dev/null terraform console 2>/dev/null | tr -d '"' | base64 -d |
+    python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' 2>/dev/null) || out=""
+  if [ -z "$out" ]; then
+    log "WARNING: cannot render $tpl; using the harness's own $1 policy"
+    local s3='"s3:GetObject"' res="arn:aws:s3:::$BUCKET/$CLUSTER/join.json"
+    [ "$1" = control-plane ] && s3='"s3:GetObject","s3:PutObject","s3:DeleteObject"' res="arn:aws:s3:::$BUCKET/$CLUSTER/*"
+    out="{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":[$s3],\"Resource\":\"$res\"},{\"Effect\":\"Allow\",\"Action\":[\"ecr:GetAuthorizationToken\"],\"Resource\":\"*\"}]}"
+  fi
+  echo "$out"
 }
 
 # spawn NAME CMD...: start a daemon on the aws host in its own session, PID in $RUN/pids/NAME.pid.
@@ -60,11 +88,19 @@ YML
 
   awscli s3api create-bucket --bucket "$BUCKET" --create-bucket-configuration LocationConstraint=$REGION >/dev/null
   awscli s3api put-bucket-versioning --bucket "$BUCKET" --versioning-configuration Status=Enabled
-  awscli iam create-role --role-name "$ROLE" --assume-role-policy-document \
-    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}' >/dev/null
-  awscli iam put-role-policy --role-name "$ROLE" --policy-name kse2e-node --policy-document \
-    "{\"Version\":\"2012-10-17\",\"Statement\":[{\"Effect\":\"Allow\",\"Action\":[\"s3:GetObject\",\"s3:PutObject\"],\"Resource\":\"arn:aws:s3:::$BUCKET/$CLUSTER/*\"},{\"Effect\":\"Allow\",\"Action\":[\"ecr:GetAuthorizationToken\",\"ecr:BatchGetImage\",\"ecr:GetDownloadUrlForLayer\"],\"Resource\":\"*\"}]}"
+  for r in control-plane worker; do
+    awscli iam create-role --role-name "kse2e-$r" --assume-role-policy-document \
+      '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}' >/dev/null
+    awscli iam put-role-policy --role-name "kse2e-$r" --policy-name kubestrap --policy-document "$(role_policy $r)"
+  done
   awscli ecr create-repository --repository-name "$DEMO_REPO" >/dev/null
+  # The administrator (the tests, and the attacker of scenario 6): an IAM user.
+  awscli iam create-user --user-name kse2e-admin >/dev/null
+  awscli iam put-user-policy --user-name kse2e-admin --policy-name admin --policy-document \
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}'
+  awscli iam create-access-key --user-name kse2e-admin --query 'AccessKey.[AccessKeyId,SecretAccessKey]' \
+    --output text > "$A/admin-key.tmp"
+  mv "$A/admin-key.tmp" "$A/admin-key"
 
   # Push the demo image with the credentials ECR hands out.
   auth=$(awscli ecr get-authorization-token --query 'authorizationData[0].authorizationToken' --output text)
@@ -72,14 +108,33 @@ YML
   printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$AWS_IP" "$auth" > "$A/docker/config.json"
   in_ns "$AWS_NS" env DOCKER_CONFIG="$A/docker" SSL_CERT_FILE="$A/pki/ca.crt" \
     crane push "$IMG/demo-app.tar" "$AWS_IP/$DEMO_REPO:v1" >/dev/null
-  log "aws host up: moto $MOTO_URL, registry $ECR_HOST ($AWS_IP:443), image $DEMO_IMAGE pushed"
+  # The instance profiles' credentials, one STS session per instance (named by its
+  # instance id), issued before IAM is enforced: moto cannot evaluate the EC2
+  # service principal of the roles' trust policy, so nothing could assume them later.
+  mkdir -p "$A/creds"
+  for n in $ALL_NODES; do
+    r=worker; [ "$n" = cp ] && r=control-plane
+    awscli sts assume-role --role-arn "arn:aws:iam::$ACCOUNT:role/kse2e-$r" --role-session-name "$(node_iid "$n")" \
+      --duration-seconds 43200 --output json > "$A/creds/$n.json"
+  done
+  # From now on moto enforces IAM: every call needs credentials it issued and a policy allowing it.
+  in_ns "$AWS_NS" curl -sf -X POST -H 'Content-Type: application/json' -d 0 "$MOTO_URL/moto-api/reset-auth" >/dev/null
+  awscli s3api head-bucket --bucket "$BUCKET" >/dev/null || die "the administrator cannot use moto with IAM enforced"
+  log "aws host up: moto $MOTO_URL (IAM enforced), registry $ECR_HOST ($AWS_IP:443), image $DEMO_IMAGE pushed"
   ;;
-creds)
-  awscli sts assume-role --role-arn "arn:aws:iam::$ACCOUNT:role/$ROLE" --role-session-name "$2" \
-    --duration-seconds 43200 --output json
+as-node)
+  n=$2; shift 2
+  c=$(in_node "$n" /bin/sh -ec '
+    t=$(curl -sf -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" http://169.254.169.254/latest/api/token)
+    r=$(curl -sf -H "X-aws-ec2-metadata-token: $t" http://169.254.169.254/latest/meta-data/iam/security-credentials/)
+    curl -sf -H "X-aws-ec2-metadata-token: $t" http://169.254.169.254/latest/meta-data/iam/security-credentials/$r')
+  read -r key secret token < <(echo "$c" | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["AccessKeyId"], c["SecretAccessKey"], c["Token"])')
+  in_ns "$AWS_NS" env AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" AWS_SESSION_TOKEN="$token" \
+    AWS_DEFAULT_REGION=$REGION AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    aws --endpoint-url "$MOTO_URL" "$@"
   ;;
 cli)
   shift; awscli "$@"
   ;;
-*) echo "usage: aws.sh up | creds SESSION | cli ARGS..." >&2; exit 2 ;;
+*) echo "usage: aws.sh up | cli ARGS... | as-node NODE ARGS..." >&2; exit 2 ;;
 esac

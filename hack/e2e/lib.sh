@@ -25,7 +25,6 @@ CLUSTER=kse2e
 BUCKET=kse2e-bootstrap
 REGION=eu-west-1
 ACCOUNT=123456789012          # moto's default account
-ROLE=kse2e-node
 ECR_HOST=$ACCOUNT.dkr.ecr.$REGION.amazonaws.com
 DEMO_REPO=kse2e/demo-app
 DEMO_IMAGE=$ECR_HOST/$DEMO_REPO:v1
@@ -63,6 +62,9 @@ node_index() {
   esac
 }
 node_ip() { echo "$SUBNET_PREFIX.$(node_index "$1")"; }
+node_iid() { printf 'i-0e2e%012d' "$(node_index "$1")"; }
+# The nodes a run may boot (their instance-role credentials are issued up front).
+ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8"
 node_ns() { echo "kse2e-$1"; }
 node_dir() { echo "$RUN/nodes/$1"; }
 # pod subnet of a node: 10.244.<index>.0/24

@@ -73,7 +73,7 @@ boot() {
   nd=$(node_dir "$n"); ns=$(node_ns "$n"); ip=$(node_ip "$n"); idx=$(node_index "$n")
   [ ! -e "$nd/init.pid" ] || die "node $n exists already"
   mkdir -p "$nd"/{etc,usr,varlib,varlog}/{upper,work} "$nd"/{kubelet,etcd,kubestrap,containerd,units} "$NSDIR" "$RUN/logs"
-  local iid; iid=$(printf 'i-0e2e%012d' "$idx")
+  local iid; iid=$(node_iid "$n")
 
   # Network: eth0 on the test bridge, the metadata address on lo, pods routed via the node.
   "$(dirname "$0")/net.sh" attach "$ns" "$ip"
@@ -172,13 +172,14 @@ CNI
 
   # The instance metadata service of this instance.
   render_user_data "$nd" "$n" "$role"
-  "$(dirname "$0")/aws.sh" creds "$iid" > "$nd/role-creds.json"
-  python3 - "$nd" "$n" "$ip" "$iid" <<'PY'
+  # The instance profile's role: its STS credentials (see aws.sh) are what IMDS serves.
+  [ -f "$RUN/aws/creds/$n.json" ] || die "no instance-role credentials for $n (nodes: $ALL_NODES)"
+  ROLE=kse2e-$role python3 - "$nd" "$n" "$ip" "$iid" <<'PY'
 import base64, json, sys
 nd, name, ip, iid = sys.argv[1:]
 import os
 env = os.environ
-c = json.load(open(f"{nd}/role-creds.json"))["Credentials"]
+c = json.load(open(f"{os.environ['RUN']}/aws/creds/{name}.json"))["Credentials"]
 region, account, role = env["REGION"], env["ACCOUNT"], env["ROLE"]
 cfg = {
   "imdsv2": True,
@@ -203,7 +204,6 @@ cfg = {
 }
 json.dump(cfg, open(f"{nd}/aemm.json", "w"), indent=1)
 PY
-  rm -f "$nd/role-creds.json"
   mkdir -p "$nd/aemm-home"
   setsid nsenter --net=/run/netns/"$ns" -- env HOME="$nd/aemm-home" "$BIN/ec2-metadata-mock" -c "$nd/aemm.json" \
     > "$nd/aemm.log" 2>&1 < /dev/null &
@@ -220,7 +220,7 @@ PY
 }
 
 case ${1:-} in
-boot) REGION=$REGION ACCOUNT=$ACCOUNT ROLE=$ROLE; export REGION ACCOUNT ROLE; boot "$2" "$3" ;;
+boot) export REGION ACCOUNT RUN; boot "$2" "$3" ;;
 exec) n=$2; shift 2; in_node "$n" "$@" ;;
 systemctl) n=$2; shift 2; in_node "$n" "$BIN/kse2e-init" systemctl --units "$(node_dir "$n")/units" "$@" ;;
 *) echo "usage: node.sh boot NAME ROLE | exec NAME CMD... | systemctl NAME ARGS..." >&2; exit 2 ;;

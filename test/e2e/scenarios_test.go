@@ -266,6 +266,21 @@ func TestScenario5ResetWorkerJoinsAgain(t *testing.T) {
 // legitimate publish (the control plane replaces the foreign object) is
 // accepted and the workers join.
 func TestScenario6HostileJoinInfoRefused(t *testing.T) {
+	// Least privilege, with IAM enforced by moto: a worker's instance role can
+	// read join.json but not write it, so the attacker is not a worker.
+	probe := filepath.Join(runDir, "probe.json")
+	if err := os.WriteFile(probe, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := script("aws.sh", "as-node", "w1", "s3api", "put-object", "--bucket", bucket,
+		"--key", cluster+"/join.json", "--body", probe); err == nil || !strings.Contains(out, "AccessDenied") {
+		t.Fatalf("w1's instance role writing join.json: want AccessDenied, got err=%v\n%s", err, out)
+	}
+	if out, err := script("aws.sh", "as-node", "w1", "s3api", "head-object", "--bucket", bucket,
+		"--key", cluster+"/join.json"); err != nil {
+		t.Fatalf("w1's instance role cannot read join.json: %v\n%s", err, out)
+	}
+
 	// The control-plane agent is stopped so that the hostile object stays in
 	// place while the workers look at it (it would replace it within a minute).
 	systemctl(t, "cp", "stop", "kubestrap")
