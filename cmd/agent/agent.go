@@ -126,25 +126,26 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var refresher *ecr.Refresher
 	if cfg.ECR.Enabled {
+		refresher = ecr.NewRefresher(ecr.Refresher{
+			Client: awsecr.NewFromConfig(awsCfg), RegistryIDs: cfg.ECR.RegistryIDs, Path: cfg.ECR.ConfigPath,
+			Clock: clk, Log: log.Named("ecr"),
+			OnUpdate: func(creds *ecr.Credentials, err error) {
+				reporter.Update(func(s *state.State) {
+					if err != nil {
+						s.ECRError = err.Error()
+						return
+					}
+					s.ECRError, s.ECRExpiresAt, s.ECRRefreshedAt = "", creds.ExpiresAt.UTC(), time.Now().UTC()
+					s.ECRRegistries = creds.Hosts()
+				})
+			},
+		})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &ecr.Refresher{
-				Client: awsecr.NewFromConfig(awsCfg), RegistryIDs: cfg.ECR.RegistryIDs, Path: cfg.ECR.ConfigPath,
-				Clock: clk, Log: log.Named("ecr"),
-				OnUpdate: func(creds *ecr.Credentials, err error) {
-					reporter.Update(func(s *state.State) {
-						if err != nil {
-							s.ECRError = err.Error()
-							return
-						}
-						s.ECRError, s.ECRExpiresAt, s.ECRRefreshedAt = "", creds.ExpiresAt.UTC(), time.Now().UTC()
-						s.ECRRegistries = creds.Hosts()
-					})
-				},
-			}
-			_ = r.Run(ctx)
+			_ = refresher.Run(ctx)
 		}()
 	}
 
@@ -160,6 +161,9 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	case config.RoleWorker:
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
 			KubeletKubeconfig: filepath.Join(cfg.Kubeadm.ConfigDir, "kubelet.conf")}
+		if refresher != nil {
+			w.OnJoined = refresher.Kick
+		}
 		err = w.Run(ctx)
 	default:
 		err = fmt.Errorf("unknown role %q", cfg.Role)

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"go.uber.org/zap"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/kubestrap/kubestrap/internal/testutil"
 )
@@ -154,5 +155,48 @@ func TestRefreshDelay(t *testing.T) {
 	// moto hands out tokens that expired in 2015.
 	if d := RefreshDelay(now, time.Date(2015, 1, 1, 0, 0, 0, 0, time.UTC), time.Hour, 6*time.Hour); d != time.Hour {
 		t.Errorf("expired creds refresh in %s, want the 1h fallback", d)
+	}
+}
+
+func TestRefresherRewritesAMissingFileAndOnKick(t *testing.T) {
+	dir := t.TempDir()
+	api := &fakeECR{}
+	clk := testingclock.NewFakeClock(now)
+	r := NewRefresher(Refresher{Client: api, Path: filepath.Join(dir, "config.json"), Clock: clk, Log: zap.NewNop()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	calls := func() int { api.mu.Lock(); defer api.mu.Unlock(); return api.calls }
+	waitIdle := func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for !clk.HasWaiters() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitIdle()
+	if calls() != 1 {
+		t.Fatalf("calls = %d after start, want 1", calls())
+	}
+	// kubeadm reset empties /var/lib/kubelet: the next check rewrites the file.
+	if err := os.Remove(r.Path); err != nil {
+		t.Fatal(err)
+	}
+	clk.Step(15 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for calls() != 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	waitIdle()
+	if _, err := os.Stat(r.Path); err != nil || calls() != 2 {
+		t.Fatalf("file not rewritten after it disappeared (calls %d): %v", calls(), err)
+	}
+	// A kick (after a join) refreshes at once, without waiting for the schedule.
+	r.Kick()
+	for calls() != 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if calls() != 3 {
+		t.Errorf("calls = %d after Kick, want 3", calls())
 	}
 }

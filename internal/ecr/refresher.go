@@ -2,6 +2,7 @@ package ecr
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -25,6 +26,25 @@ type Refresher struct {
 	Fallback, MaxInterval time.Duration
 	// Backoff spaces retries after errors (default 5s doubling to 5m).
 	Backoff *backoff.Backoff
+	// CheckInterval is how often the refresher checks that the file still
+	// exists (kubeadm reset empties /var/lib/kubelet); default 15s.
+	CheckInterval time.Duration
+
+	kick chan struct{}
+}
+
+// NewRefresher returns a Refresher ready for Kick before Run starts.
+func NewRefresher(r Refresher) *Refresher {
+	r.kick = make(chan struct{}, 1)
+	return &r
+}
+
+// Kick asks for a refresh now, for example right after the node joined.
+func (r *Refresher) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Run refreshes until ctx ends.
@@ -38,14 +58,42 @@ func (r *Refresher) Run(ctx context.Context) error {
 	if r.Backoff == nil {
 		r.Backoff = backoff.New(5*time.Second, 5*time.Minute)
 	}
+	if r.CheckInterval == 0 {
+		r.CheckInterval = 15 * time.Second
+	}
+	if r.kick == nil {
+		r.kick = make(chan struct{}, 1)
+	}
 	for {
 		wait := r.refreshOnce(ctx)
-		t := r.Clock.NewTimer(wait)
+		if err := r.waitForNext(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// waitForNext returns when the next refresh is due, a Kick arrived, or the
+// credentials file disappeared.
+func (r *Refresher) waitForNext(ctx context.Context, wait time.Duration) error {
+	due := r.Clock.NewTimer(wait)
+	defer due.Stop()
+	for {
+		check := r.Clock.NewTimer(r.CheckInterval)
 		select {
 		case <-ctx.Done():
-			t.Stop()
+			check.Stop()
 			return ctx.Err()
-		case <-t.C():
+		case <-due.C():
+			check.Stop()
+			return nil
+		case <-r.kick:
+			check.Stop()
+			return nil
+		case <-check.C():
+			if _, err := os.Stat(r.Path); os.IsNotExist(err) {
+				r.Log.Info("ECR credentials file is gone (kubeadm reset?); writing it again", zap.String("path", r.Path))
+				return nil
+			}
 		}
 	}
 }

@@ -44,6 +44,9 @@ type Worker struct {
 	RetryBackoff *backoff.Backoff
 	// Rand returns floats in [0,1) for jitter (default math/rand/v2).
 	Rand func() float64
+	// OnJoined, when set, runs after every successful join (the agent
+	// refreshes the kubelet's ECR credentials, which kubeadm reset removes).
+	OnJoined func()
 
 	etag   string
 	cached *join.Info
@@ -264,5 +267,8 @@ func (w *Worker) join(ctx context.Context, info *join.Info) error {
 		return fmt.Errorf("kubeadm join succeeded but the node kubeconfig is not usable: %w", err)
 	}
 	w.Reporter.Update(func(s *state.State) { s.JoinedAt = w.Clock.Now().UTC() })
+	if w.OnJoined != nil {
+		w.OnJoined()
+	}
 	return nil
 }

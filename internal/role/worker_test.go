@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,6 +61,8 @@ func TestWorkerJoinsAndStopsPollingOnceJoined(t *testing.T) {
 	h := newHarness(t, config.RoleWorker)
 	h.kubeadm.AcceptToken(t, goodToken)
 	w := h.worker()
+	var joinedHooks atomic.Int32
+	w.OnJoined = func() { joinedHooks.Add(1) }
 	stop := start(t, w.Run)
 
 	// Nothing in S3 yet: the worker waits, polling.
@@ -81,6 +84,9 @@ func TestWorkerJoinsAndStopsPollingOnceJoined(t *testing.T) {
 	}
 	if got := h.kubeadm.CallsOf("join"); len(got) != 1 || !strings.HasPrefix(got[0], "join --config "+w.JoinConfigPath()) {
 		t.Errorf("kubeadm join calls = %q", got)
+	}
+	if joinedHooks.Load() != 1 {
+		t.Errorf("OnJoined ran %d times, want once (it refreshes the kubelet's ECR credentials)", joinedHooks.Load())
 	}
 	if _, err := os.Stat(w.JoinConfigPath()); !os.IsNotExist(err) {
 		t.Errorf("join configuration (holds the token secret) left on disk: %v", err)
