@@ -11,6 +11,7 @@ E2E_ENV := CACHE=$(CACHE) KUBE_BIN=$(KUBE_BIN) E2E_BUILD=$(E2E_BUILD) E2E_RUN=$(
 .PHONY: e2e-deps e2e-build demo demo-down e2e
 
 e2e-deps: ## Debian packages and Go tools of the e2e cluster (idempotent)
+	@mkdir -p $(E2E_BUILD) && : > $(E2E_BUILD)/last-build-times
 	@$(E2E_ENV) hack/e2e/stage.sh e2e-deps hack/e2e/deps.sh
 
 e2e-build: e2e-deps build ## kube binaries, kube-proxy, node images (cached)

@@ -115,8 +115,10 @@ YML
   for n in $ALL_NODES; do
     r=worker; [ "$n" = cp ] && r=control-plane
     awscli sts assume-role --role-arn "arn:aws:iam::$ACCOUNT:role/kse2e-$r" --role-session-name "$(node_iid "$n")" \
-      --duration-seconds 43200 --output json > "$A/creds/$n.json"
+      --duration-seconds 43200 --output json > "$A/creds/$n.json" &
   done
+  wait
+  for n in $ALL_NODES; do grep -q SessionToken "$A/creds/$n.json" || die "no instance-role credentials for $n"; done
   # From now on moto enforces IAM: every call needs credentials it issued and a policy allowing it.
   in_ns "$AWS_NS" curl -sf -X POST -H 'Content-Type: application/json' -d 0 "$MOTO_URL/moto-api/reset-auth" >/dev/null
   awscli s3api head-bucket --bucket "$BUCKET" >/dev/null || die "the administrator cannot use moto with IAM enforced"

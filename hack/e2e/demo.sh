@@ -17,7 +17,7 @@ cat >&2 <<MSG
 
 The demo cluster is up. Try:
   hack/e2e/kubectl.sh get nodes -o wide
-  hack/e2e/node.sh exec w1 /usr/bin/kubestrap status --state-dir /var/lib/kubestrap
+  hack/e2e/node.sh exec w1 kubestrap status
   nsenter --net=/run/netns/$AWS_NS curl -s http://$(node_ip w1):30080/
 Remove everything with: make demo-down
 MSG

@@ -74,6 +74,19 @@ func TestScenario1FreshBootstrap(t *testing.T) {
 			t.Errorf("%s: /var/lib/kubelet/config.json: %v (mode %v)", w, err, fi)
 		}
 	}
+	// No static AWS keys on the nodes: the user-data's environment file holds
+	// only endpoints, the credentials come from the instance role via IMDS.
+	for _, n := range []string{"cp", "w1", "w2"} {
+		for _, f := range []string{"default/kubestrap", "kubestrap/config.yaml"} {
+			b, err := os.ReadFile(filepath.Join(nodeDir(n), "etc", "upper", f))
+			if err != nil {
+				t.Fatalf("%s: /etc/%s: %v", n, f, err)
+			}
+			if strings.Contains(string(b), "AWS_ACCESS_KEY") || strings.Contains(string(b), "AWS_SECRET") {
+				t.Errorf("%s: /etc/%s holds static AWS keys", n, f)
+			}
+		}
+	}
 	// No token secret in any agent log: only token IDs.
 	secret := info.Token[strings.Index(info.Token, ".")+1:]
 	for _, n := range []string{"cp", "w1", "w2"} {
