@@ -111,13 +111,14 @@ YML
   # The instance profiles' credentials, one STS session per instance (named by its
   # instance id), issued before IAM is enforced: moto cannot evaluate the EC2
   # service principal of the roles' trust policy, so nothing could assume them later.
-  mkdir -p "$A/creds"
+  mkdir -p "$A/creds"; jobs=()
   for n in $ALL_NODES; do
     r=worker; [ "$n" = cp ] && r=control-plane
     awscli sts assume-role --role-arn "arn:aws:iam::$ACCOUNT:role/kse2e-$r" --role-session-name "$(node_iid "$n")" \
       --duration-seconds 43200 --output json > "$A/creds/$n.json" &
+    jobs+=($!)
   done
-  wait
+  wait "${jobs[@]}"   # only these: moto and the registry run in the background too
   for n in $ALL_NODES; do grep -q SessionToken "$A/creds/$n.json" || die "no instance-role credentials for $n"; done
   # From now on moto enforces IAM: every call needs credentials it issued and a policy allowing it.
   in_ns "$AWS_NS" curl -sf -X POST -H 'Content-Type: application/json' -d 0 "$MOTO_URL/moto-api/reset-auth" >/dev/null
