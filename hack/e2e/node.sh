@@ -136,7 +136,6 @@ WRAP
   {\"type\": \"loopback\"}]}
 CNI
   "
-  grep -q . "$NSDIR/$n-mnt" 2>/dev/null || true
 
   # Units, as the node image's systemd would have them.
   local U=$nd/units
