@@ -172,6 +172,22 @@ func IsTokenRejected(err error) bool {
 	return false
 }
 
+// IsNodeStillRegistered reports whether a failed join was refused because a
+// Ready Node of the same name still exists: the node was reset, and the API
+// server has not yet noticed its kubelet stopped (node monitor grace period).
+func IsNodeStillRegistered(err error) bool {
+	var ee *ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	for _, l := range ee.Output {
+		if strings.Contains(l, "already exists in the cluster") && strings.Contains(l, "a Node with name") {
+			return true
+		}
+	}
+	return false
+}
+
 var tokenRejectedMarkers = []string{
 	"could not find a JWS signature in the cluster-info ConfigMap for token ID",
 	"is invalid for this cluster or it has expired",

@@ -158,7 +158,7 @@ func (c *ControlPlane) initialize(ctx context.Context) error {
 		}
 		c.Reporter.Phase(state.PhaseInitializing,
 			fmt.Sprintf("initializing the control plane with kubeadm init (endpoint %s)", c.endpoint),
-			zap.Int("attempt", attempt), zap.String("node", c.Node.Name))
+			zap.Int("attempt", attempt))
 		issued := c.Clock.Now()
 		ictx, cancel := context.WithTimeout(ctx, c.Config.Kubeadm.InitTimeout.Duration)
 		err = c.Kubeadm.Init(ictx, path, "--skip-token-print")

@@ -27,6 +27,10 @@ type JoinRunner interface {
 	Reset(ctx context.Context, criSocket string) error
 }
 
+// NodeStillRegisteredRetry is the wait before joining again when the API
+// server still lists this node as Ready.
+const NodeStillRegisteredRetry = 10 * time.Second
+
 // Worker waits for join info, joins the node and watches that it stays joined.
 type Worker struct {
 	Config   *config.AgentConfig
@@ -104,8 +108,15 @@ func (w *Worker) Run(ctx context.Context) error {
 				zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation), zap.Error(err))
 		default:
 			delay := w.RetryBackoff.Next()
-			w.Reporter.Phase(state.PhaseJoinFailed,
-				fmt.Sprintf("join failed: %v; cleaning up with kubeadm reset, retrying in %s", err, delay.Round(time.Second)),
+			msg := fmt.Sprintf("join failed: %v; cleaning up with kubeadm reset, retrying in %s", err, delay.Round(time.Second))
+			if kubeadm.IsNodeStillRegistered(err) {
+				// Bounded by the node monitor grace period: retry steadily, not with a growing backoff.
+				w.RetryBackoff.Reset()
+				delay = NodeStillRegisteredRetry
+				msg = fmt.Sprintf("the cluster still lists %s as a Ready node (it was joined before a reset); "+
+					"waiting for it to turn NotReady, retrying in %s", w.Node.Name, delay)
+			}
+			w.Reporter.Phase(state.PhaseJoinFailed, msg,
 				zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation))
 			if rerr := w.Kubeadm.Reset(ctx, w.Config.Kubeadm.CRISocket); rerr != nil {
 				w.Log.Warn("kubeadm reset after failed join failed", zap.Error(rerr))
@@ -127,7 +138,7 @@ func (w *Worker) stayJoined(ctx context.Context) error {
 		}
 	})
 	w.Reporter.Ready(state.PhaseJoined, fmt.Sprintf("joined as %s", w.Node.Name),
-		zap.String("node", w.Node.Name), zap.Int64("generation", st.JoinGeneration))
+		zap.Int64("generation", st.JoinGeneration))
 	for {
 		if err := sleep(ctx, w.Clock, w.MembershipCheckInterval); err != nil {
 			return err
@@ -135,8 +146,7 @@ func (w *Worker) stayJoined(ctx context.Context) error {
 		if err := kubeadm.CheckKubeconfig(w.KubeletKubeconfig); err != nil {
 			w.Reporter.Update(func(s *state.State) { s.JoinedAt = time.Time{} })
 			w.Reporter.Phase(state.PhaseWaitingJoinInfo,
-				fmt.Sprintf("node is no longer joined (%v); waiting for join info in %s", err, w.Source.URL()),
-				zap.String("node", w.Node.Name))
+				fmt.Sprintf("node is no longer joined (%v); waiting for join info in %s", err, w.Source.URL()))
 			return nil
 		}
 	}
@@ -257,7 +267,7 @@ func (w *Worker) join(ctx context.Context, info *join.Info) error {
 	})
 	w.Reporter.Phase(state.PhaseJoining,
 		fmt.Sprintf("joining %s with token %s", info.APIServerEndpoint, info.TokenID()),
-		zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation), zap.String("node", w.Node.Name))
+		zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation))
 	jctx, cancel := context.WithTimeout(ctx, w.Config.Kubeadm.JoinTimeout.Duration)
 	defer cancel()
 	if err := w.Kubeadm.Join(jctx, path); err != nil {

@@ -260,3 +260,23 @@ func TestWorkerTreatsAccessDeniedAsNotPublishedYet(t *testing.T) {
 		t.Errorf("phase %s, kubeadm calls %q", h.phase(), h.kubeadm.Calls())
 	}
 }
+
+func TestWorkerWaitsSteadilyWhileTheOldNodeIsStillReady(t *testing.T) {
+	h := newHarness(t, config.RoleWorker)
+	h.kubeadm.AcceptToken(t, goodToken)
+	h.kubeadm.FailNext(t, "join-node-exists")
+	h.publish(t, joinInfo(goodToken, 1, h.clock.Now()))
+	begin := h.clock.Now()
+	stop := start(t, h.worker().Run)
+	eventually(t, "joined", func() bool { return h.phase() == state.PhaseJoined })
+	_ = stop()
+	if !h.notifier.sawStatus("the cluster still lists node-a as a Ready node") {
+		t.Errorf("no STATUS explaining the wait; got %q", first(h.notifier.snapshot()))
+	}
+	if waited := h.clock.Since(begin); waited < NodeStillRegisteredRetry {
+		t.Errorf("retried after %s, want %s", waited, NodeStillRegisteredRetry)
+	}
+	if got := len(h.kubeadm.CallsOf("join")); got != 2 {
+		t.Errorf("join calls = %d, want 2", got)
+	}
+}

@@ -6,6 +6,7 @@
 //	$FAKE_KUBEADM_DIR/tokens         tokens the fake API server accepts
 //	$FAKE_KUBEADM_DIR/fail-next-join make the next join fail (not a token error)
 //	$FAKE_KUBEADM_DIR/fail-next-init make the next init fail
+//	$FAKE_KUBEADM_DIR/fail-next-join-node-exists  the next join finds a Ready Node of its name
 //	$FAKE_KUBEADM_ETC                stands in for /etc/kubernetes
 package main
 
@@ -79,6 +80,10 @@ func join(dir, etc, config string) int {
 	m := tokenField.FindStringSubmatch(string(b))
 	if m == nil {
 		return fail("invalid configuration: discovery.bootstrapToken.token: Invalid value")
+	}
+	if consume(filepath.Join(dir, "fail-next-join-node-exists")) {
+		return fail("error execution phase kubelet-start: a Node with name \"node-a\" and status \"Ready\" already exists in the cluster. " +
+			"You must delete the existing Node or change the name of this new joining Node")
 	}
 	if !hasToken(dir, m[1]+"."+m[2]) {
 		return fail(fmt.Sprintf("error execution phase preflight: couldn't validate the identity of the API Server: "+
