@@ -17,9 +17,11 @@ all: build
 build: ## bin/kubestrap, static
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kubestrap ./cmd/agent
 
-lint:
-	@test -z "$$(gofmt -l cmd internal test)" || { gofmt -l cmd internal test; echo 'gofmt needed'; exit 1; }
+lint: ## gofmt and go vet, for every build tag the tests use
+	@files=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		test -z "$$files" || { echo "gofmt needed: $$files"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags integration,e2e,deploy ./...
 
 unit: ## unit tests (seconds)
 	$(GO) test -count=1 ./...
