@@ -191,6 +191,13 @@ func (b *Bench) randomDelay() time.Duration {
 	return time.Duration(b.rng.Int64N(int64(b.o.interval)))
 }
 
+// spreadDelay is the publish moment of round i of k: spread evenly (with a
+// random offset inside each slot) over one poll period, so that a few rounds
+// sample every phase of the poll cycle instead of a random clump of them.
+func (b *Bench) spreadDelay(i, k int, period time.Duration) time.Duration {
+	return time.Duration((float64(i) + b.rng.Float64()) / float64(k) * float64(period))
+}
+
 // ---------------------------------------------------------------------------
 // kubestrap workers: the real binary, one process each.
 
@@ -296,7 +303,8 @@ func (c windowCost) workerTime() time.Duration { return time.Duration(c.N) * c.W
 // length wait), publishes join info at a random moment and measures each
 // worker's pickup, its READY, and (after > 0) a window after the join.
 // With prepublished the join info is in S3 before the workers start.
-func (b *Bench) kubestrapTrial(name string, n int, prepublished bool, wait, after time.Duration) (*ksTrial, error) {
+// The join info is published delay after the wait (or at once, with delay 0).
+func (b *Bench) kubestrapTrial(name string, n int, prepublished bool, wait, after, delay time.Duration) (*ksTrial, error) {
 	res := &ksTrial{Name: name, N: n}
 	dir := filepath.Join(b.work, name)
 	if err := b.deleteKey(join.Key(workerCluster)); err != nil {
@@ -370,7 +378,7 @@ func (b *Bench) kubestrapTrial(name string, n int, prepublished bool, wait, afte
 	}
 	var t0 time.Time
 	if !prepublished {
-		time.Sleep(b.randomDelay())
+		time.Sleep(delay)
 		if t0, err = b.putJoinInfo(token); err != nil {
 			return nil, err
 		}
@@ -545,7 +553,7 @@ type shTrial struct {
 
 // shellTrial runs n real shell workers (staggered over one interval) next to
 // synthetic emulated pollers that give S3 the request load of the others.
-func (b *Bench) shellTrial(name string, n, synthetic int, wait time.Duration) (*shTrial, error) {
+func (b *Bench) shellTrial(name string, n, synthetic int, wait, delay time.Duration) (*shTrial, error) {
 	res := &shTrial{Name: name, N: n, Synthetic: synthetic}
 	dir := filepath.Join(b.work, name)
 	if err := b.deleteKey(shellKey); err != nil {
@@ -602,7 +610,7 @@ func (b *Bench) shellTrial(name string, n, synthetic int, wait time.Duration) (*
 	if wait > 0 {
 		res.Wait = b.measureShellWaiting(workers, apps, wait)
 	}
-	time.Sleep(b.randomDelay())
+	time.Sleep(delay)
 	t0, err := b.putJoinScript(token)
 	if err != nil {
 		return nil, err

@@ -272,7 +272,7 @@ func run(o options) error {
 	// 1. kubestrap boots with join info already in S3 (figure 4, locally).
 	for i := 0; i < o.prepublished; i++ {
 		logf("kubestrap: boot %d/%d with join info already published", i+1, o.prepublished)
-		t, err := b.kubestrapTrial(fmt.Sprintf("kpre%d", i), 1, true, 0, 0)
+		t, err := b.kubestrapTrial(fmt.Sprintf("kpre%d", i), 1, true, 0, 0, 0)
 		if err != nil {
 			return err
 		}
@@ -281,7 +281,8 @@ func run(o options) error {
 	// 2. One waiting worker, each way, several rounds.
 	for i := 0; i < o.rounds; i++ {
 		logf("kubestrap: 1 waiting worker, round %d/%d", i+1, o.rounds)
-		t, err := b.kubestrapTrial(fmt.Sprintf("k1r%d", i), 1, false, 0, 0)
+		// The mean time between two polls is 87.5% of the interval (75-100% jitter).
+		t, err := b.kubestrapTrial(fmt.Sprintf("k1r%d", i), 1, false, 0, 0, b.spreadDelay(i, o.rounds, o.interval*7/8))
 		if err != nil {
 			return err
 		}
@@ -289,7 +290,7 @@ func run(o options) error {
 	}
 	for i := 0; i < o.rounds; i++ {
 		logf("shell: 1 waiting worker, round %d/%d", i+1, o.rounds)
-		t, err := b.shellTrial(fmt.Sprintf("s1r%d", i), 1, 0, 0)
+		t, err := b.shellTrial(fmt.Sprintf("s1r%d", i), 1, 0, 0, b.spreadDelay(i, o.rounds, b.shellPeriod))
 		if err != nil {
 			return err
 		}
@@ -298,7 +299,7 @@ func run(o options) error {
 	// 3. Groups of concurrent kubestrap workers.
 	for _, n := range o.groups {
 		logf("kubestrap: %d waiting workers, all real processes at once (waiting window %s, after-join window %s)", n, o.waitWindow, o.afterWindow)
-		t, err := b.kubestrapTrial(fmt.Sprintf("k%d", n), n, false, o.waitWindow, o.afterWindow)
+		t, err := b.kubestrapTrial(fmt.Sprintf("k%d", n), n, false, o.waitWindow, o.afterWindow, b.randomDelay())
 		if err != nil {
 			return err
 		}
@@ -317,7 +318,7 @@ func run(o options) error {
 				wait, shellCostDone = o.waitWindow, true
 			}
 			logf("shell: %d waiting workers, batch %d/%d: %d real shell workers + %d emulated pollers", n, k+1, batches, nReal, n-nReal)
-			t, err := b.shellTrial(fmt.Sprintf("s%db%d", n, k), nReal, n-nReal, wait)
+			t, err := b.shellTrial(fmt.Sprintf("s%db%d", n, k), nReal, n-nReal, wait, b.spreadDelay(k, batches, b.shellPeriod))
 			if err != nil {
 				return err
 			}
