@@ -285,20 +285,20 @@ func (r *Results) markdown() string {
 	iv := o.interval
 	m := r.Machine
 	fmt.Fprintf(&b, "## kubestrap vs the shell-script way: `make bench` of %s\n\n", r.Began.UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, kernel %s, %s, %s. Run took %s.\n",
+	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s RAM, kernel %s, %s, %s. Run took %s.\n",
 		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.OS, m.Go, r.Took.Round(time.Second))
 	other := "none"
 	if len(r.OtherLoad) > 0 {
 		other = strings.Join(r.OtherLoad, ", ")
 	}
-	fmt.Fprintf(&b, "Load average before %s, after %s; 1-minute load during the run: median %.2f, max %.2f. "+
+	fmt.Fprintf(&b, "- Load average before %s, after %s; 1-minute load during the run: median %.2f, max %.2f. "+
 		"Heavy processes that are not the benchmark's, seen during the run: %s.\n",
 		r.LoadBefore, r.LoadAfter, medianFloat(r.Load1), maxFloat(r.Load1), other)
-	fmt.Fprintf(&b, "kubestrap: `%s`, %s binary. Shell way: `hack/bench/shell-worker.sh` with %s "+
+	fmt.Fprintf(&b, "- kubestrap: `%s`, %s binary. Shell way: `hack/bench/shell-worker.sh` with %s "+
 		"(one `aws s3 cp` of a missing key: %s wall, %s CPU, %s peak RSS).\n",
 		strings.TrimSpace(strings.ReplaceAll(r.KubestrapVersion, "\n", " ")), mib(r.BinarySize/1024), r.AWSCLI,
 		secs(median(r.AWSWall)), secs(median(r.AWSCPU)), mib(r.AWSMaxRSSKiB))
-	fmt.Fprintf(&b, "Poll interval %s both ways (kubestrap: conditional GET every 75-100%% of it; shell: `sleep %g` between two `aws s3 cp`). "+
+	fmt.Fprintf(&b, "- Poll interval %s both ways (kubestrap: conditional GET every 75-100%% of it; shell: `sleep %g` between two `aws s3 cp`). "+
 		"S3 = moto_server, IMDS = ec2-metadata-mock (credentials from the instance role, both ways), kubeadm = test/fakekubeadm; all on loopback.\n\n",
 		iv, iv.Seconds())
 
