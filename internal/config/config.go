@@ -118,7 +118,8 @@ type ControlPlaneConfig struct {
 
 // WorkerConfig drives the wait for join info.
 type WorkerConfig struct {
-	// PollInterval is the mean time between conditional GETs of join.json; jittered.
+	// PollInterval is the longest wait between conditional GETs of join.json;
+	// each wait is drawn from 75-100% of it.
 	PollInterval Duration `json:"pollInterval"`
 	// ExpiryMargin is the least remaining token life accepted in join info.
 	ExpiryMargin Duration `json:"expiryMargin,omitempty"`

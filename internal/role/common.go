@@ -5,6 +5,7 @@ package role
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -37,6 +38,8 @@ type Reporter struct {
 
 	mu sync.Mutex
 	st state.State
+	// released is set once start-up garbage was returned to the OS.
+	released bool
 }
 
 // NewReporter loads the previous state (if any) as a starting point.
@@ -88,10 +91,19 @@ func (r *Reporter) Problem(p state.Phase, msg string, fields ...zap.Field) {
 }
 
 // Ready records the steady state and sends READY=1 (once) with msg as STATUS.
+// The first time, it also returns start-up garbage to the OS: from here on
+// the agent idles for hours, and its resident memory is what operators see.
 func (r *Reporter) Ready(p state.Phase, msg string, fields ...zap.Field) {
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
 	r.Notifier.Ready(msg)
 	r.Log.Info(msg, append(fields, zap.String("phase", string(p)))...)
+	r.mu.Lock()
+	first := !r.released
+	r.released = true
+	r.mu.Unlock()
+	if first {
+		debug.FreeOSMemory()
+	}
 }
 
 // sleep waits d on clk or until ctx ends.

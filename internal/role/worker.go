@@ -152,7 +152,8 @@ func (w *Worker) stayJoined(ctx context.Context) error {
 	}
 }
 
-// pollDelay is the jittered wait between two GETs: 75-100% of the interval.
+// pollDelay is the jittered wait between two GETs: 75-100% of the interval,
+// so that pickup latency stays within one interval while many workers spread out.
 func (w *Worker) pollDelay() time.Duration {
 	return backoff.Jitter(w.Config.Worker.PollInterval.Duration, 0.25, w.Rand())
 }
@@ -161,8 +162,8 @@ func (w *Worker) pollDelay() time.Duration {
 // join info of at least minGeneration.
 func (w *Worker) waitForJoinInfo(ctx context.Context, minGeneration int64) (*join.Info, error) {
 	url := w.Source.URL()
-	w.Reporter.Phase(state.PhaseWaitingJoinInfo, "waiting for join info in "+url)
-	lastProblem := ""
+	lastProblem := "waiting for join info in " + url
+	w.Reporter.Phase(state.PhaseWaitingJoinInfo, lastProblem)
 	report := func(msg string, fields ...zap.Field) {
 		if msg == lastProblem {
 			return
