@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -21,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kubestrap/kubestrap/internal/testutil/emulators"
 )
 
 // ---------------------------------------------------------------------------
@@ -237,14 +238,7 @@ func cleanEnv(empty string, extra ...string) []string {
 	return append(env, extra...)
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return emulators.FreePort() }
 
 // waitUntil polls check every step until it returns nil or timeout passes.
 func waitUntil(what string, timeout, step time.Duration, check func() error) error {
@@ -259,26 +253,6 @@ func waitUntil(what string, timeout, step time.Duration, check func() error) err
 		}
 		time.Sleep(step)
 	}
-}
-
-func httpOK(method, u string, hdr map[string]string) error {
-	req, err := http.NewRequest(method, u, nil)
-	if err != nil {
-		return err
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: HTTP %d", method, u, resp.StatusCode)
-	}
-	return nil
 }
 
 // startMoto runs moto_server on a free loopback port.
@@ -296,7 +270,7 @@ func startMoto(bin, dir, empty string) (*proc, string, error) {
 		if p.exited() {
 			return fmt.Errorf("moto_server exited; see %s", p.logPath)
 		}
-		return httpOK("GET", u+"/moto-api/", nil)
+		return emulators.MotoReady(u)
 	})
 	return p, u, err
 }
@@ -312,28 +286,8 @@ func startIMDS(bin, dir, empty string) (*proc, string, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, "", err
 	}
-	cfg := map[string]any{
-		"imdsv2": true,
-		"server": map[string]any{"hostname": "127.0.0.1", "port": strconv.Itoa(port)},
-		"metadata": map[string]any{
-			"paths": map[string]any{"iam-security-credentials": "/latest/meta-data/iam/security-credentials/node-role"},
-			"values": map[string]any{
-				"instance-id": "i-0bench000000000001", "placement-region": "eu-west-1", "local-ipv4": "10.0.2.7",
-				"local-hostname": "ip-10-0-2-7.eu-west-1.compute.internal", "iam-security-credentials-role": "node-role",
-				"iam-security-credentials": map[string]any{
-					"Code": "Success", "LastUpdated": "2026-01-01T00:00:00Z", "Type": "AWS-HMAC",
-					"AccessKeyId": "ASIABENCHINSTANCE", "SecretAccessKey": "bench-instance-role-secret",
-					"Token": "bench-instance-role-session", "Expiration": "2099-01-01T00:00:00Z",
-				},
-			},
-		},
-		"dynamic": map[string]any{"values": map[string]any{"instance-identity-document": map[string]any{
-			"accountId": "123456789012", "availabilityZone": "eu-west-1a", "instanceId": "i-0bench000000000001",
-			"instanceType": "m5.large", "privateIp": "10.0.2.7", "region": "eu-west-1", "version": "2017-09-30",
-			"architecture": "x86_64", "imageId": "ami-0123", "pendingTime": "2026-11-01T00:00:00Z",
-		}}},
-	}
-	b, _ := json.Marshal(cfg)
+	b := emulators.IMDSConfig(emulators.Instance{InstanceID: "i-0bench000000000001", Region: "eu-west-1",
+		AccountID: "123456789012", PrivateIP: "10.0.2.7", Hostname: "ip-10-0-2-7.eu-west-1.compute.internal"}, port)
 	path := filepath.Join(dir, "aemm-config.json")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, "", err
@@ -347,7 +301,7 @@ func startIMDS(bin, dir, empty string) (*proc, string, error) {
 		if p.exited() {
 			return fmt.Errorf("ec2-metadata-mock exited; see %s", p.logPath)
 		}
-		return httpOK("PUT", u+"/latest/api/token", map[string]string{"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+		return emulators.IMDSReady(u)
 	})
 	return p, u, err
 }

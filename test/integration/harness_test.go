@@ -10,10 +10,7 @@ package integration
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +25,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/kubestrap/kubestrap/internal/testutil/emulators"
 )
 
 // repoRoot is the module root.
@@ -47,12 +46,11 @@ func requireEnvDir(t *testing.T, name string) string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := emulators.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // process is a child started by the harness; it is stopped by PID at cleanup.
@@ -122,26 +120,6 @@ func waitFor(t *testing.T, what string, timeout time.Duration, check func() erro
 	t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
 }
 
-func httpOK(method, url string, hdr map[string]string) error {
-	req, err := http.NewRequest(method, url, nil)
-	if err != nil {
-		return err
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	c := &http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: HTTP %d", method, url, resp.StatusCode)
-	}
-	return nil
-}
-
 // cleanEnv is the environment for children: no AWS settings or credentials
 // from the machine, so that only what a test sets is used.
 func cleanEnv(t *testing.T, extra ...string) []string {
@@ -164,53 +142,24 @@ func startMoto(t *testing.T) string {
 	port := freePort(t)
 	startProcess(t, "moto", cleanEnv(t), "moto_server", "-H", "127.0.0.1", "-p", strconv.Itoa(port))
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitFor(t, "moto_server", 30*time.Second, func() error { return httpOK("GET", url+"/moto-api/", nil) })
+	waitFor(t, "moto_server", 30*time.Second, func() error { return emulators.MotoReady(url) })
 	return url
 }
 
-// Identity is what the fake instance metadata service serves.
-type Identity struct {
-	InstanceID, Region, AccountID, PrivateIP, Hostname string
-}
-
 // startIMDS runs ec2-metadata-mock, IMDSv2 only, on a free loopback port
-// serving id and instance-role credentials, and returns its endpoint URL.
-func startIMDS(t *testing.T, id Identity) string {
+// serving inst and instance-role credentials, and returns its endpoint URL.
+func startIMDS(t *testing.T, inst emulators.Instance) string {
 	t.Helper()
 	tools := requireEnvDir(t, "TOOLS_BIN")
 	port := freePort(t)
 	home := t.TempDir()
-	cfg := map[string]any{
-		"imdsv2": true,
-		"server": map[string]any{"hostname": "127.0.0.1", "port": strconv.Itoa(port)},
-		"metadata": map[string]any{
-			"paths": map[string]any{"iam-security-credentials": "/latest/meta-data/iam/security-credentials/node-role"},
-			"values": map[string]any{
-				"instance-id": id.InstanceID, "placement-region": id.Region, "local-ipv4": id.PrivateIP,
-				"local-hostname": id.Hostname, "iam-security-credentials-role": "node-role",
-				"iam-security-credentials": map[string]any{
-					"Code": "Success", "LastUpdated": "2026-01-01T00:00:00Z", "Type": "AWS-HMAC",
-					"AccessKeyId": "ASIAINSTANCEROLE", "SecretAccessKey": "instance-role-secret",
-					"Token": "instance-role-session", "Expiration": "2099-01-01T00:00:00Z",
-				},
-			},
-		},
-		"dynamic": map[string]any{"values": map[string]any{"instance-identity-document": map[string]any{
-			"accountId": id.AccountID, "availabilityZone": id.Region + "a", "instanceId": id.InstanceID,
-			"instanceType": "m5.large", "privateIp": id.PrivateIP, "region": id.Region, "version": "2017-09-30",
-			"architecture": "x86_64", "imageId": "ami-0123", "pendingTime": "2026-11-01T00:00:00Z",
-		}}},
-	}
-	b, _ := json.Marshal(cfg)
 	path := filepath.Join(home, "aemm-config.json")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	if err := os.WriteFile(path, emulators.IMDSConfig(inst, port), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	startProcess(t, "imds", cleanEnv(t, "HOME="+home), filepath.Join(tools, "ec2-metadata-mock"), "-c", path)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitFor(t, "ec2-metadata-mock", 30*time.Second, func() error {
-		return httpOK("PUT", url+"/latest/api/token", map[string]string{"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-	})
+	waitFor(t, "ec2-metadata-mock", 30*time.Second, func() error { return emulators.IMDSReady(url) })
 	return url
 }
 

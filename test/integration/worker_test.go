@@ -26,6 +26,7 @@ import (
 	"github.com/kubestrap/kubestrap/internal/join/jointest"
 	"github.com/kubestrap/kubestrap/internal/state"
 	"github.com/kubestrap/kubestrap/internal/testutil"
+	"github.com/kubestrap/kubestrap/internal/testutil/emulators"
 )
 
 // datagrams collects what arrives on a unixgram socket.
@@ -145,7 +146,7 @@ const workerToken = "abcdef.0123456789abcdef"
 func TestWorkerAgentJoinsThroughEmulators(t *testing.T) {
 	tmp := t.TempDir()
 	moto := startMoto(t)
-	imds := startIMDS(t, Identity{InstanceID: "i-0aaaabbbbccccdddd", Region: "eu-west-1", AccountID: "123456789012",
+	imds := startIMDS(t, emulators.Instance{InstanceID: "i-0aaaabbbbccccdddd", Region: "eu-west-1", AccountID: "123456789012",
 		PrivateIP: "10.0.2.7", Hostname: "ip-10-0-2-7.eu-west-1.compute.internal"})
 	s3c := s3Client(moto)
 	createBucket(t, s3c, "demo-bootstrap")
