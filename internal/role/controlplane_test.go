@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -237,5 +238,56 @@ func TestControlPlaneWaitsForAPIServerWhenInitialized(t *testing.T) {
 	}
 	if got := len(h.kubeadm.CallsOf("init")); got != 1 {
 		t.Errorf("init calls = %d, want 1", got)
+	}
+}
+
+// flakyStore fails the first failures publishes, as S3 does during an outage.
+type flakyStore struct {
+	JoinStore
+	mu       sync.Mutex
+	failures int
+}
+
+func (f *flakyStore) Publish(ctx context.Context, info *join.Info, prev string) (string, error) {
+	f.mu.Lock()
+	fail := f.failures > 0
+	if fail {
+		f.failures--
+	}
+	f.mu.Unlock()
+	if fail {
+		return "", errors.New("put s3://demo-bootstrap/demo/join.json: ServiceUnavailable: please reduce your request rate")
+	}
+	return f.JoinStore.Publish(ctx, info, prev)
+}
+
+func TestControlPlaneReportsDegradedAndRetriesPublish(t *testing.T) {
+	h, clk, idle := newFakeClockHarness(t)
+	cp := h.controlPlane()
+	cp.Store = &flakyStore{JoinStore: h.store, failures: 2}
+	stop := start(t, cp.Run)
+	idle("backoff after the first failed publish")
+	if _, n := h.notifier.snapshot(); n != 0 {
+		t.Fatal("READY before join info was published")
+	}
+	if !h.notifier.sawStatus("degraded: cannot refresh join info in s3://demo-bootstrap/demo/join.json") ||
+		!h.notifier.sawStatus("ServiceUnavailable") {
+		t.Errorf("no degraded STATUS with the reason; got %q", first(h.notifier.snapshot()))
+	}
+	if h.reporter.State().Phase != state.PhaseDegraded {
+		t.Errorf("phase %s, want Degraded", h.reporter.State().Phase)
+	}
+	clk.Step(5 * time.Second)
+	idle("second backoff")
+	clk.Step(10 * time.Second)
+	idle("published")
+	_ = stop()
+	if _, n := h.notifier.snapshot(); n < 1 {
+		t.Fatal("no READY once S3 recovered")
+	}
+	info := h.published(t)
+	// The token created for the first attempt is the one published: no orphan tokens.
+	if tokens := h.kubeadm.Tokens(); len(tokens) != 1 || tokens[0] != info.Token {
+		t.Errorf("cluster tokens %d, want only the published one", len(tokens))
 	}
 }
