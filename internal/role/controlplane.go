@@ -276,8 +276,13 @@ func (c *ControlPlane) publishedIsOurs(ctx context.Context, st state.State) stri
 func (c *ControlPlane) rotate(ctx context.Context) error {
 	st := c.Reporter.State()
 	now := c.Clock.Now()
-	// A pending token that has lost a quarter of its life is not worth publishing.
+	// A pending token that has lost a quarter of its life is not worth
+	// publishing: remove it from the cluster and make a fresh one.
 	if c.pending != nil && now.After(c.pending.IssuedAt.Add(c.ttl()/4)) {
+		if err := c.Kubeadm.TokenDelete(ctx, c.AdminKubeconfig, c.pending.TokenID()); err != nil {
+			c.Log.Warn("cannot delete an unpublished bootstrap token; it will expire by itself",
+				zap.String("tokenID", c.pending.TokenID()), zap.Error(err))
+		}
 		c.pending = nil
 	}
 	if c.pending == nil {

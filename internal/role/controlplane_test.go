@@ -291,3 +291,24 @@ func TestControlPlaneReportsDegradedAndRetriesPublish(t *testing.T) {
 		t.Errorf("cluster tokens %d, want only the published one", len(tokens))
 	}
 }
+
+func TestControlPlaneDropsAStaleUnpublishedToken(t *testing.T) {
+	h, clk, idle := newFakeClockHarness(t)
+	cp := h.controlPlane()
+	cp.Store = &flakyStore{JoinStore: h.store, failures: 6}
+	stop := start(t, cp.Run)
+	// Back off through the outage until the token from init is more than a quarter-life old.
+	for i := 0; i < 7; i++ {
+		idle("a publish attempt")
+		clk.Step(10 * time.Minute)
+	}
+	idle("published")
+	_ = stop()
+	info := h.published(t)
+	if tokens := h.kubeadm.Tokens(); len(tokens) != 1 || tokens[0] != info.Token {
+		t.Errorf("cluster holds %d tokens after the outage, want only the published one", len(tokens))
+	}
+	if len(h.kubeadm.CallsOf("token delete")) == 0 {
+		t.Error("the stale unpublished token was not deleted")
+	}
+}
