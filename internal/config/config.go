@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/kubestrap/kubestrap/internal/version"
-	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
@@ -99,8 +98,9 @@ type KubeadmConfig struct {
 	// SkipPhases are kubeadm init phases to skip (for example addon/kube-proxy).
 	SkipPhases       []string `json:"skipPhases,omitempty"`
 	KubeletExtraArgs []Arg    `json:"kubeletExtraArgs,omitempty"`
-	// KubeletConfiguration, when set, is written as a KubeletConfiguration document for init.
-	KubeletConfiguration *kubeletv1beta1.KubeletConfiguration `json:"kubeletConfiguration,omitempty"`
+	// KubeletConfiguration, when set, is written as a kubelet.config.k8s.io/v1beta1
+	// KubeletConfiguration document for init; its field names are checked strictly.
+	KubeletConfiguration map[string]any `json:"kubeletConfiguration,omitempty"`
 	// InitTimeout and JoinTimeout bound one kubeadm init or join run.
 	InitTimeout Duration `json:"initTimeout,omitempty"`
 	JoinTimeout Duration `json:"joinTimeout,omitempty"`

@@ -39,7 +39,7 @@ func TestParseGoodConfigAppliesDefaults(t *testing.T) {
 	if cfg.ControlPlane.TokenTTL.Duration != 2*time.Hour || cfg.Worker.PollInterval.Duration != 5*time.Second {
 		t.Errorf("durations: %v %v", cfg.ControlPlane.TokenTTL, cfg.Worker.PollInterval)
 	}
-	if cfg.Kubeadm.KubernetesVersion != "v1.37.2" || cfg.Kubeadm.KubeletConfiguration.CgroupDriver != "cgroupfs" {
+	if cfg.Kubeadm.KubernetesVersion != "v1.37.2" || cfg.Kubeadm.KubeletConfiguration["cgroupDriver"] != "cgroupfs" {
 		t.Errorf("kubeadm section: %+v", cfg.Kubeadm)
 	}
 }

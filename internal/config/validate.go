@@ -127,6 +127,9 @@ func (c *AgentConfig) Validate() error {
 			add(fmt.Sprintf("kubeadm.kubeletExtraArgs[%d].name", i), "must be a flag name without leading dashes, got %q", a.Name)
 		}
 	}
+	if k.KubeletConfiguration != nil {
+		errs = append(errs, kubeletConfigErrors(k.KubeletConfiguration)...)
+	}
 	if c.NodeName != "" && !clusterNamePattern.MatchString(c.NodeName) && !isDNSSubdomain(c.NodeName) {
 		add("nodeName", "%q is not a valid node name (lowercase RFC 1123 name)", c.NodeName)
 	}

@@ -94,8 +94,11 @@ func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Durat
 	}
 	docs := []any{initCfg, clusterCfg}
 	if k.KubeletConfiguration != nil {
-		kc := k.KubeletConfiguration.DeepCopy()
-		kc.APIVersion, kc.Kind = "kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"
+		kc := make(map[string]any, len(k.KubeletConfiguration)+2)
+		for name, v := range k.KubeletConfiguration {
+			kc[name] = v
+		}
+		kc["apiVersion"], kc["kind"] = "kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"
 		docs = append(docs, kc)
 	}
 	out, err := marshalDocuments(docs...)

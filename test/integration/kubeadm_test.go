@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
-
 	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 )
@@ -54,7 +52,8 @@ func configVariants(t *testing.T) map[string]*config.AgentConfig {
 	full.Kubeadm.ImageRepository = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/k8s"
 	full.Kubeadm.PodSubnet, full.Kubeadm.ServiceSubnet = "192.168.0.0/16", "10.100.0.0/16"
 	full.Kubeadm.KubeletExtraArgs = []config.Arg{{Name: "cgroup-root", Value: "/node"}, {Name: "max-pods", Value: "50"}}
-	full.Kubeadm.KubeletConfiguration = &kubeletv1beta1.KubeletConfiguration{CgroupDriver: "cgroupfs"}
+	full.Kubeadm.KubeletConfiguration = map[string]any{"cgroupDriver": "cgroupfs", "failSwapOn": false,
+		"evictionHard": map[string]any{"memory.available": "100Mi"}}
 	ipv6 := base()
 	ipv6.Kubeadm.AdvertiseAddress = "fd00::10"
 	ipv6.Kubeadm.PodSubnet, ipv6.Kubeadm.ServiceSubnet = "fd01::/48", "fd02::/108"
