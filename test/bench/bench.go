@@ -133,24 +133,11 @@ func callsOf(fakeDir, prefix string) []time.Time {
 
 // logEntries reads the agent's JSON log lines with msg.
 func logEntries(path, msg string) []map[string]any {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
 	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) == 0 || line[0] != '{' {
-			continue
+	for _, e := range readJSONLines(path) {
+		if e["msg"] == msg {
+			out = append(out, e)
 		}
-		var e map[string]any
-		if json.Unmarshal(line, &e) != nil || e["msg"] != msg {
-			continue
-		}
-		out = append(out, e)
 	}
 	return out
 }
