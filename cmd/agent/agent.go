@@ -9,12 +9,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	awsimds "github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
 	awsecr "github.com/aws/aws-sdk-go-v2/service/ecr"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.uber.org/zap"
@@ -27,8 +27,10 @@ import (
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/logging"
+	"github.com/kubestrap/kubestrap/internal/progress"
 	"github.com/kubestrap/kubestrap/internal/role"
 	"github.com/kubestrap/kubestrap/internal/state"
+	"github.com/kubestrap/kubestrap/internal/supervisor"
 	"github.com/kubestrap/kubestrap/internal/systemd"
 	"github.com/kubestrap/kubestrap/internal/version"
 )
@@ -61,9 +63,12 @@ func runAgent(parent context.Context, args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	notifier := systemd.NewNotifier(func(err error) { log.Warn("cannot notify systemd", zap.Error(err)) })
-	go notifier.RunWatchdog(ctx)
+	// Every long-running part promises progress on the board; the watchdog
+	// is fed only while none of them is overdue.
+	board := progress.NewBoard(clock.RealClock{})
+	go notifier.RunWatchdog(ctx, board.Stale, log.Named("watchdog"))
 
-	err = runRole(ctx, cfg, log, notifier)
+	err = runRole(ctx, cfg, log, notifier, board)
 	if ctx.Err() != nil {
 		notifier.Stopping()
 		log.Info("kubestrap stopped")
@@ -76,7 +81,15 @@ func runAgent(parent context.Context, args []string, stderr io.Writer) error {
 	return err
 }
 
-func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, notifier *systemd.Notifier) error {
+// partStart is a part's first promise of progress: the local work before
+// its first hb.Within.
+const partStart = time.Minute
+
+// runRole reads the instance identity, then runs the agent's long-running
+// parts under one supervisor: the role lifecycle ("control-plane" or
+// "worker") and, when enabled, the ECR refresher ("ecr"). Each promises
+// progress on board; the first part to stop stops the others.
+func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, notifier *systemd.Notifier, board *progress.Board) error {
 	clk := clock.RealClock{}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
@@ -87,45 +100,22 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	}
 	reporter.Phase(state.PhaseStarting, "reading instance identity from the instance metadata service")
 
-	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithLogger(logging.AWSLogger(log.Named("aws")))}
-	if cfg.AWS.Region != "" {
-		loadOpts = append(loadOpts, awsconfig.WithRegion(cfg.AWS.Region))
-	}
-	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, loadOpts...)
+	// The role's start-up: both parts need the region and the node's IP
+	// before they start. imds.WaitForIdentity gives up after IMDSTimeout,
+	// which is the role's first promise.
+	hb := board.Part(string(cfg.Role), cfg.AWS.IMDSTimeout.Duration)
+	awsCfg, node, err := identify(ctx, cfg, log)
+	hb.Done()
 	if err != nil {
-		return fmt.Errorf("load AWS configuration: %w", err)
-	}
-	identity, err := imds.WaitForIdentity(ctx, awsimds.NewFromConfig(awsCfg), cfg.AWS.IMDSTimeout.Duration, log)
-	if err != nil {
-		if ctx.Err() != nil || cfg.AWS.Region == "" {
-			return err
-		}
-		log.Warn("continuing without instance identity: aws.region is set in the config", zap.Error(err))
-		identity = &imds.Identity{Region: cfg.AWS.Region}
-	}
-	if awsCfg.Region == "" {
-		awsCfg.Region = identity.Region
-	}
-	node := kubeadm.Node{Name: cfg.NodeName, IP: identity.PrivateIP}
-	if node.Name == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("node name: %w", err)
-		}
-		node.Name = strings.ToLower(host)
+		return err
 	}
 	log = log.With(zap.String("node", node.Name))
 	reporter.Log = log
 	reporter.Update(func(s *state.State) {
 		s.Role, s.Cluster, s.NodeName = string(cfg.Role), cfg.Cluster, node.Name
 	})
-	log.Info("instance identity", zap.String("instanceID", identity.InstanceID), zap.String("region", awsCfg.Region),
-		zap.String("privateIP", identity.PrivateIP))
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	parts := supervisor.New(board)
 	var refresher *ecr.Refresher
 	if cfg.ECR.Enabled {
 		refresher = ecr.NewRefresher(ecr.Refresher{
@@ -142,34 +132,87 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 				})
 			},
 		})
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = refresher.Run(ctx)
-		}()
+		parts.Add("ecr", partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
+			refresher.Progress = hb
+			return refresher.Run(ctx)
+		})
 	}
 
 	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = cfg.AWS.S3UsePathStyle })
 	store := &join.Store{Client: s3Client, Bucket: cfg.Bucket, Key: join.Key(cfg.Cluster), KMSKeyID: cfg.ControlPlane.KMSKeyID}
-	runner := &kubeadm.Runner{Path: cfg.Kubeadm.Path, Log: log.Named("kubeadm")}
+	// One lock serializes every kubeadm run, also across agent processes.
+	lock := &kubeadm.Lock{Path: filepath.Join(cfg.StateDir, kubeadm.LockFile)}
+	runner := &kubeadm.Runner{Path: cfg.Kubeadm.Path, Log: log.Named("kubeadm"), Lock: lock}
+	paths := kubeadm.Paths{Dir: cfg.Kubeadm.ConfigDir}
 	switch cfg.Role {
 	case config.RoleControlPlane:
 		cp := &role.ControlPlane{Config: cfg, Node: node, Store: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
-			AdminKubeconfig: filepath.Join(cfg.Kubeadm.ConfigDir, "admin.conf"),
-			CACert:          filepath.Join(cfg.Kubeadm.ConfigDir, "pki", "ca.crt")}
-		err = cp.Run(ctx)
+			Lock: lock, AdminKubeconfig: paths.Admin(), CACert: paths.CACert()}
+		parts.Add(string(cfg.Role), partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
+			cp.Progress = hb
+			return cp.Run(ctx)
+		})
 	case config.RoleWorker:
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
-			KubeletKubeconfig: filepath.Join(cfg.Kubeadm.ConfigDir, "kubelet.conf")}
+			Lock: lock, KubeletKubeconfig: paths.Kubelet()}
 		if refresher != nil {
 			w.OnJoined = refresher.Kick
 		}
-		err = w.Run(ctx)
+		parts.Add(string(cfg.Role), partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
+			w.Progress = hb
+			return w.Run(ctx)
+		})
 	default:
-		err = fmt.Errorf("unknown role %q", cfg.Role)
+		return fmt.Errorf("unknown role %q", cfg.Role)
 	}
+	err = parts.Run(ctx)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// identify loads the AWS configuration and reads the instance identity, and
+// returns the configuration with its region set and the node's name and IP.
+// Without IMDS, a region in the config is enough to go on.
+func identify(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger) (aws.Config, kubeadm.Node, error) {
+	loadOpts := []func(*awsconfig.LoadOptions) error{awsconfig.WithLogger(logging.AWSLogger(log.Named("aws")))}
+	if cfg.AWS.Region != "" {
+		loadOpts = append(loadOpts, awsconfig.WithRegion(cfg.AWS.Region))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, loadOpts...)
+	if err != nil {
+		return aws.Config{}, kubeadm.Node{}, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	// IMDSv2 only, for the identity and for the instance role's
+	// credentials: the SDK would otherwise fall back to IMDSv1 when the
+	// token request fails. The second load hands the credentials provider
+	// the same client (the first one resolved its endpoint settings).
+	imdsClient := imds.NewClient(awsCfg)
+	loadOpts = append(loadOpts, awsconfig.WithEC2RoleCredentialOptions(func(o *ec2rolecreds.Options) { o.Client = imdsClient }))
+	if awsCfg, err = awsconfig.LoadDefaultConfig(ctx, loadOpts...); err != nil {
+		return aws.Config{}, kubeadm.Node{}, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	identity, err := imds.WaitForIdentity(ctx, imdsClient, cfg.AWS.IMDSTimeout.Duration, log)
+	if err != nil {
+		if ctx.Err() != nil || cfg.AWS.Region == "" {
+			return aws.Config{}, kubeadm.Node{}, err
+		}
+		log.Warn("continuing without instance identity: aws.region is set in the config", zap.Error(err))
+		identity = &imds.Identity{Region: cfg.AWS.Region}
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = identity.Region
+	}
+	node := kubeadm.Node{Name: cfg.NodeName, IP: identity.PrivateIP}
+	if node.Name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return aws.Config{}, kubeadm.Node{}, fmt.Errorf("node name: %w", err)
+		}
+		node.Name = strings.ToLower(host)
+	}
+	log.Info("instance identity", zap.String("node", node.Name), zap.String("instanceID", identity.InstanceID),
+		zap.String("region", awsCfg.Region), zap.String("privateIP", identity.PrivateIP))
+	return awsCfg, node, nil
 }

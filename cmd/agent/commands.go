@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/exec"
 	"runtime"
 	"strings"
 	"time"
@@ -34,7 +35,23 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// loadConfig reads and validates the configuration file and checks that
+// this machine has what it names (the kubeadm binary): what `run` and
+// `validate` need. Every problem is a usageError, exit 2, which systemd does
+// not restart (RestartPreventExitStatus=2).
 func loadConfig(path string) (*config.AgentConfig, error) {
+	cfg, err := readConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckHost(exec.LookPath); err != nil {
+		return nil, usageError{fmt.Errorf("config %s: %w", path, err)}
+	}
+	return cfg, nil
+}
+
+// readConfig reads and validates the configuration file alone.
+func readConfig(path string) (*config.AgentConfig, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, usageError{err}
@@ -45,13 +62,18 @@ func loadConfig(path string) (*config.AgentConfig, error) {
 func runValidate(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("validate", stderr)
 	path := fs.String("config", "", "configuration file to check")
+	skipHost := fs.Bool("skip-host-checks", false, "check the file only, not this machine (kubeadm.path), as away from the node")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *path == "" {
 		return usageError{errors.New("validate needs --config FILE")}
 	}
-	cfg, err := loadConfig(*path)
+	load := loadConfig
+	if *skipHost {
+		load = readConfig
+	}
+	cfg, err := load(*path)
 	if err != nil {
 		return err
 	}
@@ -86,7 +108,7 @@ func runStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	dir := *stateDir
 	if dir == "" {
-		cfg, err := loadConfig(*path)
+		cfg, err := readConfig(*path) // status needs stateDir only, not kubeadm
 		if err != nil {
 			return err
 		}

@@ -3,8 +3,12 @@
 //
 //	kubestrap run [--config F]       the daemon (started by systemd)
 //	kubestrap status [--json]        what the agent is doing
-//	kubestrap validate --config F    check a configuration file
+//	kubestrap validate --config F    check a configuration file and this machine
 //	kubestrap version
+//
+// Exit codes: 0 success, 1 failure, 2 bad usage or bad configuration (a
+// field of the file, or kubeadm.path not an executable on this machine).
+// systemd does not restart the agent after exit 2 (RestartPreventExitStatus=2).
 package main
 
 import (
@@ -15,14 +19,15 @@ import (
 	"os"
 )
 
-// Exit codes.
+// Exit codes (see the package comment).
 const (
 	exitOK      = 0
 	exitFailure = 1
 	exitUsage   = 2
 )
 
-// usageError marks bad usage or bad configuration (exit 2).
+// usageError marks bad usage or bad configuration (exit 2): nothing a
+// restart can fix.
 type usageError struct{ err error }
 
 func (u usageError) Error() string { return u.err.Error() }
@@ -37,7 +42,8 @@ const usage = `usage: kubestrap <command> [flags]
 commands:
   run       run the agent (--config, default /etc/kubestrap/config.yaml)
   status    print what the agent is doing (--json for machines)
-  validate  check a configuration file (--config F)
+  validate  check a configuration file and that kubeadm is on this machine
+            (--config F; --skip-host-checks checks the file only)
   version   print version information
 `
 

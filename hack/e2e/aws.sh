@@ -127,6 +127,7 @@ YML
   ;;
 as-node)
   n=$2; shift 2
+  # shellcheck disable=SC2016 # expanded by the shell inside the node
   c=$(in_node "$n" /bin/sh -ec '
     t=$(curl -sf -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" http://169.254.169.254/latest/api/token)
     r=$(curl -sf -H "X-aws-ec2-metadata-token: $t" http://169.254.169.254/latest/meta-data/iam/security-credentials/)

@@ -12,7 +12,9 @@ node=$("$H/kubectl.sh" get pods -l app=demo-app -o jsonpath='{.items[0].spec.nod
 [[ $node == w* ]] || die "demo-app runs on $node, not on a worker"
 # The image came from the registry, pulled by the kubelet with kubestrap's credentials.
 "$H/kubectl.sh" get events --field-selector reason=Pulled -o custom-columns=MESSAGE:.message --no-headers | grep demo-app | tail -1
-for w in $(ls "$RUN/nodes" | grep '^w'); do
+for w in "$RUN"/nodes/w*; do
+  [ -e "$w" ] || continue
+  w=${w##*/}
   ip=$(node_ip "$w")
   out=$(in_ns "$AWS_NS" curl -sf --max-time 5 --retry 10 --retry-delay 1 --retry-all-errors "http://$ip:30080/") ||
     die "demo-app did not answer on $w ($ip:30080)"

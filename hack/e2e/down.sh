@@ -30,7 +30,7 @@ for n in "${nodes[@]}"; do
   nd=$(node_dir "$n")
   if alive "$(cat "$nd/init.pid" 2>/dev/null)" && [ -e "$NSDIR/$n-mnt" ]; then
     timeout 60 "$(dirname "$0")/node.sh" systemctl "$n" stop kubestrap kubelet >/dev/null 2>&1
-    timeout 90 nsenter --net=/run/netns/kse2e-$n --mount="$NSDIR/$n-mnt" -- \
+    timeout 90 nsenter --net="/run/netns/kse2e-$n" --mount="$NSDIR/$n-mnt" -- \
       "$BIN/crictl" -r unix:///run/containerd/containerd.sock -t 20s rmp -fa >/dev/null 2>&1 &
   fi
 done
@@ -46,9 +46,13 @@ done
 shopt -s globstar
 for round in 1 2 3; do
   pids=()
+  # PIDs are numbers, one a word: splitting the output into words is intended.
+  # shellcheck disable=SC2207
   for n in "${nodes[@]}"; do pids+=($(ns_pids "kse2e-$n") $(cg_pids "kse2e-$n")); done
+  # shellcheck disable=SC2207
   pids+=($(ns_pids "$AWS_NS") $(ns_pids "$NET_NS"))
   for f in "$RUN"/pids/*.pid "$RUN"/nodes/*/aemm.pid "$RUN"/nodes/*/init.pid; do
+    # shellcheck disable=SC2207
     [ -f "$f" ] && pids+=($(cat "$f"))
   done
   live=(); for p in "${pids[@]}"; do alive "$p" && live+=("$p"); done

@@ -1,5 +1,7 @@
 # Common settings for the end-to-end harness (sourced by hack/e2e/*.sh).
 # Everything it creates is named kse2e*: network namespaces, links, cgroups.
+# The settings below are used by the scripts that source this file, not here.
+# shellcheck shell=bash disable=SC2034
 set -euo pipefail
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${CACHE:-/var/cache/kubestrap}

@@ -69,8 +69,9 @@ unit() { # unit DIR NAME JSON
 }
 
 boot() {
-  local n=$1 role=$2 nd ns ip idx
-  nd=$(node_dir "$n"); ns=$(node_ns "$n"); ip=$(node_ip "$n"); idx=$(node_index "$n")
+  local n=$1 role=$2 nd ns ip
+  node_index "$n" >/dev/null   # dies on a name that is not a node
+  nd=$(node_dir "$n"); ns=$(node_ns "$n"); ip=$(node_ip "$n")
   [ ! -e "$nd/init.pid" ] || die "node $n exists already"
   mkdir -p "$nd"/{etc,usr,varlib,varlog}/{upper,work} "$nd"/{kubelet,etcd,kubestrap,containerd,units} "$NSDIR" "$RUN/logs"
   local iid; iid=$(node_iid "$n")
@@ -82,9 +83,9 @@ boot() {
 
   # The kubelet's cgroup root, in every v1 hierarchy.
   for h in /sys/fs/cgroup/*/; do mkdir -p "$h/kse2e-$n"; done
-  if [ -d /sys/fs/cgroup/cpuset/kse2e-$n ]; then
-    cat /sys/fs/cgroup/cpuset/cpuset.cpus > /sys/fs/cgroup/cpuset/kse2e-$n/cpuset.cpus
-    cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset/kse2e-$n/cpuset.mems
+  if [ -d "/sys/fs/cgroup/cpuset/kse2e-$n" ]; then
+    cat /sys/fs/cgroup/cpuset/cpuset.cpus > "/sys/fs/cgroup/cpuset/kse2e-$n/cpuset.cpus"
+    cat /sys/fs/cgroup/cpuset/cpuset.mems > "/sys/fs/cgroup/cpuset/kse2e-$n/cpuset.mems"
   fi
 
   # Test instrumentation: /usr/bin/kubeadm records each run (subcommand only: no
@@ -155,10 +156,10 @@ CNI
 
   # The AMI's images (kubeadm would not pull them with imagePullPolicy IfNotPresent).
   wait_for 30 "containerd on $n" in_node "$n" "$BIN/ctr" version
-  local imgs=(pause:registry.k8s.io/pause:$PAUSE_TAG kube-proxy:registry.k8s.io/kube-proxy:$KUBE_VERSION)
+  local imgs=("pause:registry.k8s.io/pause:$PAUSE_TAG" "kube-proxy:registry.k8s.io/kube-proxy:$KUBE_VERSION")
   if [ "$role" = control-plane ]; then
-    imgs+=(etcd:registry.k8s.io/etcd:$ETCD_TAG)
-    for c in kube-apiserver kube-controller-manager kube-scheduler; do imgs+=($c:registry.k8s.io/$c:$KUBE_VERSION); done
+    imgs+=("etcd:registry.k8s.io/etcd:$ETCD_TAG")
+    for c in kube-apiserver kube-controller-manager kube-scheduler; do imgs+=("$c:registry.k8s.io/$c:$KUBE_VERSION"); done
   fi
   local i f ref src
   for i in "${imgs[@]}"; do
@@ -211,6 +212,7 @@ PY
     http://169.254.169.254/latest/api/token
 
   # "cloud-init": fetch the user-data from IMDSv2 and run it, as root, inside the node.
+  # shellcheck disable=SC2016 # expanded by the shell inside the node
   in_node "$n" /bin/bash -ec '
     t=$(curl -sf -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" http://169.254.169.254/latest/api/token)
     curl -sf -H "X-aws-ec2-metadata-token: $t" http://169.254.169.254/latest/user-data > /var/lib/kubestrap-user-data.sh

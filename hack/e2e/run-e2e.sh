@@ -12,7 +12,7 @@ trap 'stage teardown "$H/down.sh"; log "stage times (s):"; sed "s/^/    /" "$STA
 rc=0
 t0=$SECONDS
 set +e
-E2E_ROOT=$E2E_ROOT E2E_RUN=$RUN KUBE_BIN=$KUBE_BIN \
+env E2E_ROOT="$E2E_ROOT" E2E_RUN="$RUN" KUBE_BIN="$KUBE_BIN" \
   go test -C "$E2E_ROOT" -tags e2e -count=1 -p 1 -v -timeout "${E2E_TIMEOUT:-60m}" ./test/e2e/... 2>&1 |
   tee "$RUN/logs/go-test.log"
 rc=${PIPESTATUS[0]}
@@ -20,4 +20,4 @@ set -e
 # Each scenario's result and duration, then the whole.
 grep -E '^--- (PASS|FAIL|SKIP)' "$RUN/logs/go-test.log" | awk '{sub(":", "", $2); print "  " $3 " " $2 " " $4}' | tr -d '()' >> "$STAGE_TIMES"
 echo "scenarios $((SECONDS - t0))" >> "$STAGE_TIMES"
-exit $rc
+exit "$rc"

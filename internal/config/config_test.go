@@ -60,6 +60,11 @@ func TestParseBadConfigNamesTheField(t *testing.T) {
 		{"bad registry id", `"111122223333"->"1234"`, "ecr.registryIds[0]", "12-digit"},
 		{"unknown kubelet setting", "cgroupDriver: cgroupfs->cgroupDrivr: cgroupfs", "kubeadm.kubeletConfiguration.cgroupDrivr", "unknown field"},
 		{"tiny token TTL", "tokenTTL: 2h->tokenTTL: 10s", "controlPlane.tokenTTL", "at least"},
+		{"token half-life below the default margin", "tokenTTL: 2h->tokenTTL: 3m", "controlPlane.tokenTTL",
+			"3m0s is too short for worker.expiryMargin 2m0s"},
+		{"token half-life equal to the margin", "pollInterval: 5s->pollInterval: 5s\n  expiryMargin: 1h", "controlPlane.tokenTTL",
+			"set controlPlane.tokenTTL above 2h0m0s (twice worker.expiryMargin) or worker.expiryMargin below 1h0m0s"},
+		{"relative kubeadm path", "path: /usr/bin/kubeadm->path: bin/kubeadm", "kubeadm.path", "relative path"},
 		{"duplicate key", "role: worker->role: worker\nrole: control-plane", "role", "already set"},
 		{"wrong type", "cluster: demo->cluster: [a, b]", "cluster", "cannot unmarshal"},
 	}
@@ -95,14 +100,54 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 }
 
 func TestEndpointProblem(t *testing.T) {
-	for _, ok := range []string{"10.0.1.10:6443", "api.demo.internal:443", "[fd00::1]:6443"} {
+	for _, ok := range []string{
+		"10.0.1.10:6443", "0.0.0.0:1", "255.255.255.255:65535", "api.demo.internal:443", "localhost:6443",
+		"ip-10-0-1-10.eu-west-1.compute.internal:6443", "0x0a.example:6443", "10.0.1.10.nip.io:6443",
+		"[fd00::1]:6443", "[::1]:6443", "[::ffff:10.0.1.10]:6443",
+	} {
 		if p := EndpointProblem(ok); p != "" {
 			t.Errorf("%q refused: %s", ok, p)
 		}
 	}
-	for _, bad := range []string{"10.0.1.10", "https://x:1", "a b:1", "x:+1", "x:65536", "-x:1", "[fe80::1%eth0]:6443", "UPPER.example:1"} {
-		if EndpointProblem(bad) == "" {
-			t.Errorf("%q accepted", bad)
+	// Each bad endpoint differs from a good one in one respect only.
+	for _, bad := range []struct{ endpoint, why string }{
+		{"10.0.1.10", "no port"},
+		{"https://x:1", "URL"},
+		{"a b:1", "space in host"},
+		{"-x:1", "label starts with a hyphen"},
+		{"UPPER.example:1", "uppercase name"},
+		{"api.demo.internal.:6443", "trailing dot"},
+		{"api..internal:6443", "empty label"},
+		{":6443", "empty host"},
+		{"x:", "empty port"},
+		{"x:+1", "signed port"},
+		{"x:-1", "negative port"},
+		{"x:0", "port zero"},
+		{"x:65536", "port too large"},
+		{"x:06443", "port with a leading zero"},
+		{"x:00001", "port with leading zeros"},
+		{"x:0x1f", "hex port"},
+		{"x:6443.0", "fractional port"},
+		{"x: 6443", "space in port"},
+		{"010.0.1.10:6443", "IPv4 octet with a leading zero (octal)"},
+		{"10.0.1.010:6443", "last IPv4 octet with a leading zero"},
+		{"0x0a.0.1.10:6443", "hex IPv4 octet"},
+		{"10.0.1.0x0a:6443", "hex last IPv4 octet"},
+		{"10.1:6443", "short IPv4 form"},
+		{"10.0.266:6443", "three-part IPv4 form"},
+		{"167772426:6443", "IPv4 as one integer"},
+		{"0xa00010a:6443", "IPv4 as one hex integer"},
+		{"10.0.1.256:6443", "IPv4 octet above 255"},
+		{"10.0.1.10.1:6443", "five IPv4 parts"},
+		{"[10.0.1.10]:6443", "brackets around IPv4"},
+		{"[api.demo.internal]:6443", "brackets around a name"},
+		{"[localhost]:6443", "brackets around a single label"},
+		{"[fe80::1%eth0]:6443", "IPv6 zone"},
+		{"fd00::1:6443", "IPv6 without brackets"},
+		{"[fd00::1]6443", "no colon after the brackets"},
+	} {
+		if EndpointProblem(bad.endpoint) == "" {
+			t.Errorf("%q (%s) accepted", bad.endpoint, bad.why)
 		}
 	}
 }

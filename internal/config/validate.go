@@ -82,10 +82,23 @@ func (c *AgentConfig) Validate() error {
 	if c.ControlPlane.TokenTTL.Duration > 24*time.Hour*365 {
 		add("controlPlane.tokenTTL", "must be at most one year, got %s", c.ControlPlane.TokenTTL.Duration)
 	}
+	// The control plane replaces join info when half of its token's life is
+	// left; a worker refuses join info with less than expiryMargin left. Both
+	// fields are in every file: the rule holds for the cluster's pair.
+	if ttl, margin := c.ControlPlane.TokenTTL, c.Worker.ExpiryMargin; ttl.invalid == "" && margin.invalid == "" &&
+		ttl.Duration > 0 && ttl.Duration/2 <= margin.Duration {
+		add("controlPlane.tokenTTL", "%s is too short for worker.expiryMargin %s: join info is replaced when half "+
+			"the token's life (%s) is left, and workers refuse join info with less than %s left, so workers would "+
+			"start refusing each document no later than when it is replaced; set controlPlane.tokenTTL above %s (twice worker.expiryMargin) "+
+			"or worker.expiryMargin below %s", ttl.Duration, margin.Duration, ttl.Duration/2, margin.Duration,
+			2*margin.Duration, ttl.Duration/2)
+	}
 
 	k := c.Kubeadm
 	if k.Path == "" {
 		add("kubeadm.path", "is required: the kubeadm binary (absolute path or a name on PATH)")
+	} else if strings.ContainsRune(k.Path, '/') && !strings.HasPrefix(k.Path, "/") {
+		add("kubeadm.path", "%q is a relative path: write an absolute path, or a bare name to look up on PATH", k.Path)
 	}
 	if !strings.HasPrefix(k.ConfigDir, "/") {
 		add("kubeadm.configDir", "must be an absolute path, got %q", k.ConfigDir)
@@ -163,29 +176,53 @@ func bucketNameProblem(name string) string {
 }
 
 // EndpointProblem says what is wrong with a host:port endpoint, or returns ""
-// when the host is an IP address or an RFC 1123 name and the port is 1-65535.
+// when it is a plain host:port: the host a canonical dotted-quad IPv4 address
+// (10.0.1.10; no leading zeros, no short, octal or hex forms), an IPv6 address
+// in brackets ([fd00::10], no zone) or an RFC 1123 DNS name in lowercase whose
+// last label is not a number (resolvers read such a name as an IPv4 address),
+// and the port a decimal number 1-65535 without sign or leading zeros.
+// Brackets around anything but an IPv6 address are refused.
 func EndpointProblem(endpoint string) string {
 	host, port, err := net.SplitHostPort(endpoint)
 	if err != nil {
 		return "must be host:port, such as 10.0.1.10:6443"
 	}
-	if len(port) == 0 || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
-		return "port must be a number between 1 and 65535"
+	if port == "" || len(port) > 5 || strings.Trim(port, "0123456789") != "" || port[0] == '0' {
+		return "port must be a decimal number between 1 and 65535, without sign or leading zeros"
 	}
 	if n, _ := strconv.Atoi(port); n < 1 || n > 65535 {
-		return "port must be a number between 1 and 65535"
+		return "port must be a decimal number between 1 and 65535, without sign or leading zeros"
 	}
-	if _, err := netip.ParseAddr(host); err == nil {
-		if strings.Contains(host, "%") {
+	if strings.HasPrefix(endpoint, "[") {
+		addr, err := netip.ParseAddr(host)
+		switch {
+		case err != nil || !addr.Is6():
+			return "brackets are only for an IPv6 address, such as [fd00::10]:6443"
+		case addr.Zone() != "":
 			return "host must not carry an IPv6 zone"
 		}
 		return ""
 	}
+	if addr, err := netip.ParseAddr(host); err == nil {
+		if !addr.Is4() {
+			// SplitHostPort leaves no colon in an unbracketed host; be safe anyway.
+			return "an IPv6 address must be in brackets, such as [fd00::10]:6443"
+		}
+		return ""
+	}
+	labels := strings.Split(host, ".")
+	if last := labels[len(labels)-1]; numericLabelPattern.MatchString(last) {
+		return "host is not a canonical IPv4 address: write four decimal numbers 0-255 without leading zeros, such as 10.0.1.10"
+	}
 	if !isDNSSubdomain(host) {
-		return "host must be an IP address or an RFC 1123 DNS name"
+		return "host must be an IPv4 address, a bracketed IPv6 address or an RFC 1123 DNS name"
 	}
 	return ""
 }
+
+// numericLabelPattern matches a label that IPv4 parsers (inet_aton, the URL
+// standard) read as a number: decimal, octal with a leading 0, or 0x hex.
+var numericLabelPattern = regexp.MustCompile(`^([0-9]+|0[xX][0-9a-fA-F]*)$`)
 
 var dnsLabelPattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 

@@ -36,10 +36,12 @@ func (f *fakeECR) GetAuthorizationToken(_ context.Context, in *ecr.GetAuthorizat
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
+	//lint:ignore SA1019 the agent sends RegistryIds (see ecr.go); the fake reads what it sent
 	f.ids = append(f.ids, in.RegistryIds)
 	if f.calls <= f.failures {
 		return nil, errors.New("ThrottlingException: rate exceeded")
 	}
+	//lint:ignore SA1019 as above
 	accounts := in.RegistryIds
 	if len(accounts) == 0 {
 		accounts = []string{"111122223333"}
@@ -62,7 +64,7 @@ func TestWrittenCredentialsAreReadByARealKeychain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Write(path, creds); err != nil {
+	if _, err := Write(path, creds); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(path)
@@ -101,7 +103,7 @@ func TestWriteIsAtomicAndLeavesNoTempFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := &Credentials{Registries: map[string]string{"r.example": "dTpw"}}
-	if err := Write(path, creds); err != nil {
+	if _, err := Write(path, creds); err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := os.ReadDir(dir)

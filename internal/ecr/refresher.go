@@ -9,6 +9,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/backoff"
+	"github.com/kubestrap/kubestrap/internal/progress"
 )
 
 // Refresher keeps the kubelet's ECR credentials fresh: it fetches them,
@@ -29,9 +30,19 @@ type Refresher struct {
 	// CheckInterval is how often the refresher checks that the file still
 	// exists (kubeadm reset empties /var/lib/kubelet); default 15s.
 	CheckInterval time.Duration
+	// CallTimeout bounds each GetAuthorizationToken call, reading the answer
+	// included, so a stalled connection cannot hang the refresher (default
+	// DefaultCallTimeout).
+	CallTimeout time.Duration
+	// Progress is this part's watchdog heartbeat (nil: none): the refresher
+	// promises progress before every wait and every call.
+	Progress *progress.Heartbeat
 
 	kick chan struct{}
 }
+
+// DefaultCallTimeout is the deadline of one ECR call when Refresher.CallTimeout is zero.
+const DefaultCallTimeout = 30 * time.Second
 
 // NewRefresher returns a Refresher ready for Kick before Run starts.
 func NewRefresher(r Refresher) *Refresher {
@@ -61,6 +72,9 @@ func (r *Refresher) Run(ctx context.Context) error {
 	if r.CheckInterval == 0 {
 		r.CheckInterval = 15 * time.Second
 	}
+	if r.CallTimeout <= 0 {
+		r.CallTimeout = DefaultCallTimeout
+	}
 	if r.kick == nil {
 		r.kick = make(chan struct{}, 1)
 	}
@@ -75,6 +89,7 @@ func (r *Refresher) Run(ctx context.Context) error {
 // waitForNext returns when the next refresh is due, a Kick arrived, or the
 // credentials file disappeared.
 func (r *Refresher) waitForNext(ctx context.Context, wait time.Duration) error {
+	r.Progress.Within(wait)
 	due := r.Clock.NewTimer(wait)
 	defer due.Stop()
 	for {
@@ -100,9 +115,19 @@ func (r *Refresher) waitForNext(ctx context.Context, wait time.Duration) error {
 
 // refreshOnce fetches and writes credentials and returns how long to wait.
 func (r *Refresher) refreshOnce(ctx context.Context) time.Duration {
-	creds, err := Fetch(ctx, r.Client, r.RegistryIDs)
+	r.Progress.Within(r.CallTimeout)
+	callCtx, cancel := context.WithTimeout(ctx, r.CallTimeout)
+	creds, err := Fetch(callCtx, r.Client, r.RegistryIDs)
+	cancel()
 	if err == nil {
-		err = Write(r.Path, creds)
+		r.Progress.Within(r.CallTimeout)
+		var moved *MovedAside
+		moved, err = Write(r.Path, creds)
+		if moved != nil {
+			r.Log.Warn("the kubelet's docker config could not be parsed: moved it aside and wrote a fresh one; "+
+				"merge what it held back by hand", zap.String("path", r.Path), zap.String("movedTo", moved.Path),
+				zap.String("reason", moved.Reason))
+		}
 	}
 	if r.OnUpdate != nil {
 		r.OnUpdate(creds, err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"go.uber.org/zap"
 
@@ -20,6 +21,16 @@ import (
 type API interface {
 	GetInstanceIdentityDocument(ctx context.Context, in *imds.GetInstanceIdentityDocumentInput, optFns ...func(*imds.Options)) (*imds.GetInstanceIdentityDocumentOutput, error)
 	GetMetadata(ctx context.Context, in *imds.GetMetadataInput, optFns ...func(*imds.Options)) (*imds.GetMetadataOutput, error)
+}
+
+// NewClient returns an IMDS client for cfg that speaks IMDSv2 only: when the
+// session token cannot be had (the SDK otherwise falls back to tokenless
+// IMDSv1 requests after a 403, 404 or 405 answer to the token PUT, or when that
+// PUT fails or times out) the call fails instead. optFns apply first; the
+// fallback stays disabled whatever they set.
+func NewClient(cfg aws.Config, optFns ...func(*imds.Options)) *imds.Client {
+	optFns = append(optFns[:len(optFns):len(optFns)], func(o *imds.Options) { o.EnableFallback = aws.FalseTernary })
+	return imds.NewFromConfig(cfg, optFns...)
 }
 
 // Identity is what the agent needs to know about its instance.

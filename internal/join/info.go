@@ -5,10 +5,14 @@ package join
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
+	"strings"
 	"time"
+	"unicode"
 
 	sigsjson "sigs.k8s.io/json"
 
@@ -23,7 +27,25 @@ const (
 	MaxSize = 64 << 10
 	// MaxClockSkew is how far in the future issuedAt may be.
 	MaxClockSkew = 5 * time.Minute
+	// MaxGeneration is the largest generation join info may carry: 2^53-1,
+	// the largest integer that every JSON reader (IEEE 754 doubles included)
+	// holds exactly, so no reader can see a generation other than the one
+	// written. Writers compute the next generation with NextGeneration.
+	MaxGeneration int64 = 1<<53 - 1
 )
+
+// NextGeneration returns g+1, checked: it fails when g is negative or when
+// g+1 would be above MaxGeneration, instead of wrapping or handing out a
+// generation that readers refuse.
+func NextGeneration(g int64) (int64, error) {
+	if g < 0 {
+		return 0, fmt.Errorf("join info generation %d is negative: no next generation", g)
+	}
+	if g >= MaxGeneration {
+		return 0, fmt.Errorf("join info generation %d is at or above the largest generation %d (2^53-1): no next generation", g, MaxGeneration)
+	}
+	return g + 1, nil
+}
 
 // Info is the join info document, <cluster>/join.json.
 type Info struct {
@@ -80,7 +102,9 @@ type Expectations struct {
 }
 
 // Parse decodes and validates join info. Anything that is not exactly the
-// documented schema with sane values is refused with a *Rejection.
+// documented schema with sane values is refused with a *Rejection: among
+// others a key given twice at any level (also when the two spellings differ
+// only by case) and a key spelled differently from the schema only by case.
 func Parse(data []byte, want Expectations) (*Info, error) {
 	if len(data) > MaxSize {
 		return nil, &Rejection{Reason: fmt.Sprintf("object is larger than %d bytes", MaxSize)}
@@ -88,8 +112,11 @@ func Parse(data []byte, want Expectations) (*Info, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, &Rejection{Reason: "object is empty"}
 	}
+	if r := keyProblem(data); r != nil {
+		return nil, r
+	}
 	var info Info
-	strictErrs, err := sigsjson.UnmarshalStrict(data, &info, sigsjson.DisallowUnknownFields)
+	strictErrs, err := sigsjson.UnmarshalStrict(data, &info, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
 	if err != nil {
 		return nil, &Rejection{Reason: "not valid join info JSON: " + describeJSONError(err)}
 	}
@@ -136,6 +163,9 @@ func (i *Info) Validate(want Expectations) error {
 	if i.Generation < 1 {
 		return reject("generation", "must be a positive number, got %d", i.Generation)
 	}
+	if i.Generation > MaxGeneration {
+		return reject("generation", "%d is above the largest generation %d (2^53-1), which every JSON reader holds exactly", i.Generation, MaxGeneration)
+	}
 	if i.IssuedAt.IsZero() {
 		return reject("issuedAt", "is required")
 	}
@@ -155,6 +185,136 @@ func (i *Info) Validate(want Expectations) error {
 		return reject("expiresAt", "token expires at %s, less than the %s safety margin away", i.ExpiresAt.UTC().Format(time.RFC3339), want.Margin)
 	}
 	return nil
+}
+
+// schemaKeys maps the folded spelling of each key of the schema to the key.
+var schemaKeys = func() map[string]string {
+	keys := map[string]string{}
+	t := reflect.TypeFor[Info]()
+	for n := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(n).Tag.Get("json"), ",")
+		keys[foldKey(name)] = name
+	}
+	return keys
+}()
+
+// foldKey folds a key the way Go's encoding/json matches names to fields
+// (case-insensitively, Unicode simple folding included: "\u212Aind" is
+// "kind" to it), so that two keys one reader tells apart and another merges
+// are caught.
+func foldKey(key string) string {
+	return strings.Map(func(r rune) rune { return unicode.ToUpper(unicode.ToLower(r)) }, key)
+}
+
+// keyFrame is one open object or array while keyProblem walks a document.
+type keyFrame struct {
+	object  bool
+	wantKey bool              // the next token of this object is a key or '}'
+	keys    map[string]string // folded key -> key as written
+	lastKey string
+}
+
+// keyPath names where the innermost container of stack is, for messages.
+// It is built only for a rejection: a path kept per level would cost memory
+// quadratic in the nesting depth.
+func keyPath(stack []*keyFrame) string {
+	var b strings.Builder
+	for n, f := range stack[:len(stack)-1] {
+		if f.object {
+			if n > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(f.lastKey)
+		} else {
+			b.WriteString("[]")
+		}
+		if b.Len() > 256 {
+			return b.String()[:256] + "..."
+		}
+	}
+	return b.String()
+}
+
+// keyProblem walks the first JSON value in data and refuses any object that
+// gives a key twice, also when the two spellings differ only by case (a Go
+// reader with encoding/json sees them as one field given twice, and the last
+// value wins), and any top-level key that differs from a schema key only by
+// case. Syntax errors are left to the decoder that runs next, and so is
+// anything after the first value.
+func keyProblem(data []byte) *Rejection {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var stack []*keyFrame
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		n := len(stack)
+		var top *keyFrame
+		if n > 0 {
+			top = stack[n-1]
+		}
+		switch {
+		case top != nil && top.object && top.wantKey && tok != json.Delim('}'):
+			key, _ := tok.(string) // the decoder allows only a string here
+			if r := top.addKey(key, n == 1, func() string { return keyPath(stack) }); r != nil {
+				return r
+			}
+			top.wantKey, top.lastKey = false, key
+			continue
+		case tok == json.Delim('{'):
+			stack = append(stack, &keyFrame{object: true, wantKey: true, keys: map[string]string{}})
+			continue
+		case tok == json.Delim('['):
+			stack = append(stack, &keyFrame{})
+			continue
+		case tok == json.Delim('}') || tok == json.Delim(']'):
+			stack = stack[:n-1]
+		}
+		// A value ended: a scalar, or the container just closed.
+		if len(stack) == 0 {
+			return nil
+		}
+		if parent := stack[len(stack)-1]; parent.object {
+			parent.wantKey = true
+		}
+	}
+}
+
+// addKey records key in the object f, refusing a repeated or case-variant key;
+// path says where f is.
+func (f *keyFrame) addKey(key string, topLevel bool, path func() string) *Rejection {
+	folded := foldKey(key)
+	field := ""
+	if topLevel {
+		field = schemaKeys[folded]
+	}
+	if prev, seen := f.keys[folded]; seen {
+		if prev == key {
+			return &Rejection{Field: field, Reason: fmt.Sprintf("key %s is given twice", quoteKey(joinKeyPath(path(), key)))}
+		}
+		return &Rejection{Field: field, Reason: fmt.Sprintf("keys %s and %s differ only by case: a reader that matches names case-insensitively sees one key given twice",
+			quoteKey(joinKeyPath(path(), prev)), quoteKey(joinKeyPath(path(), key)))}
+	}
+	f.keys[folded] = key
+	if field != "" && field != key {
+		return &Rejection{Field: field, Reason: fmt.Sprintf("key %s must be spelled %q", quoteKey(key), field)}
+	}
+	return nil
+}
+
+func joinKeyPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// quoteKey quotes an untrusted key for a message; a key may be anything,
+// a token included.
+func quoteKey(key string) string {
+	return quote(tokenLike.ReplaceAllString(key, "<redacted>"))
 }
 
 // IsRejection reports whether err is a validation refusal.

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 )
 
 // S3API is the part of the S3 client that join info needs.
@@ -24,7 +26,9 @@ type S3API interface {
 // Key returns the S3 key of a cluster's join info.
 func Key(cluster string) string { return cluster + "/join.json" }
 
-// ErrNotFound means the join info object does not exist (yet).
+// ErrNotFound means the join info object does not exist (yet), or, from
+// Publish with a previous ETag, that it was deleted since: publish again as a
+// first write (prevETag "").
 var ErrNotFound = errors.New("join info object not found")
 
 // ErrAccessDenied means S3 refused the read. Real S3 answers 403, not 404,
@@ -42,6 +46,20 @@ type Store struct {
 	Key    string
 	// KMSKeyID, when set, makes Publish use SSE-KMS with this key.
 	KMSKeyID string
+	// CallTimeout bounds each S3 call, reading the response body included,
+	// so that a stalled connection cannot block the caller (default
+	// DefaultCallTimeout).
+	CallTimeout time.Duration
+}
+
+// DefaultCallTimeout is the deadline of one S3 call when Store.CallTimeout is zero.
+const DefaultCallTimeout = 30 * time.Second
+
+func (s *Store) callTimeout() time.Duration {
+	if s.CallTimeout > 0 {
+		return s.CallTimeout
+	}
+	return DefaultCallTimeout
 }
 
 // URL names the object for humans: s3://bucket/key.
@@ -57,7 +75,11 @@ type Fetched struct {
 
 // Fetch GETs the object, conditionally on etag (If-None-Match) when it is not
 // empty. At most MaxSize+1 bytes are read, so Parse can refuse oversize objects.
+// The call, body included, ends after CallTimeout.
 func (s *Store) Fetch(ctx context.Context, etag string) (*Fetched, error) {
+	// The deadline must hold until the body is read: cancel only on return.
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	defer cancel()
 	in := &s3.GetObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(s.Key)}
 	if etag != "" {
 		in.IfNoneMatch = aws.String(etag)
@@ -84,7 +106,9 @@ func (s *Store) Fetch(ctx context.Context, etag string) (*Fetched, error) {
 
 // Publish writes info. With prevETag set the write succeeds only if the object
 // still has that ETag (If-Match); with prevETag empty only if no object exists
-// (If-None-Match: *). A lost race returns ErrConflict, never a silent overwrite.
+// (If-None-Match: *). A lost race returns ErrConflict, never a silent overwrite;
+// an object deleted since prevETag was read (S3 answers 404 NoSuchKey to the
+// If-Match) returns ErrNotFound. The call ends after CallTimeout.
 func (s *Store) Publish(ctx context.Context, info *Info, prevETag string) (string, error) {
 	body, err := json.Marshal(info)
 	if err != nil {
@@ -107,10 +131,15 @@ func (s *Store) Publish(ctx context.Context, info *Info, prevETag string) (strin
 		in.ServerSideEncryption = s3types.ServerSideEncryptionAwsKms
 		in.SSEKMSKeyId = aws.String(s.KMSKeyID)
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	defer cancel()
 	out, err := s.Client.PutObject(ctx, in)
 	if err != nil {
 		if st := httpStatus(err); st == http.StatusPreconditionFailed || st == http.StatusConflict {
 			return "", fmt.Errorf("put %s: %w", s.URL(), ErrConflict)
+		}
+		if prevETag != "" && isNoSuchKey(err) {
+			return "", fmt.Errorf("put %s if it still has ETag %s: the object was deleted: %w", s.URL(), prevETag, ErrNotFound)
 		}
 		return "", fmt.Errorf("put %s: %w", s.URL(), err)
 	}
@@ -123,6 +152,17 @@ func httpStatus(err error) int {
 		return re.HTTPStatusCode()
 	}
 	return 0
+}
+
+// isNoSuchKey is true for S3's NoSuchKey answer only: a 404 may also be
+// NoSuchBucket, which is no reason to publish as a first write.
+func isNoSuchKey(err error) bool {
+	var nsk *s3types.NoSuchKey
+	if errors.As(err, &nsk) {
+		return true
+	}
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchKey"
 }
 
 func isNotFound(err error) bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -55,16 +56,10 @@ func NodeRegistration(k config.KubeadmConfig, node Node) v1beta4.NodeRegistratio
 // that kubeadm does not create a default one the agent does not manage.
 func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Duration) (doc []byte, endpoint string, err error) {
 	k := cfg.Kubeadm
-	advertise := k.AdvertiseAddress
-	if advertise == "" {
-		advertise = node.IP
-	}
-	endpoint = k.ControlPlaneEndpoint
-	if endpoint == "" {
-		if advertise == "" {
-			return nil, "", fmt.Errorf("no control-plane endpoint: set kubeadm.controlPlaneEndpoint or kubeadm.advertiseAddress, or run where IMDS gives the private IP")
-		}
-		endpoint = net.JoinHostPort(advertise, strconv.Itoa(int(k.BindPort)))
+	advertise := advertiseAddress(cfg, node)
+	endpoint, err = ControlPlaneEndpoint(cfg, node)
+	if err != nil {
+		return nil, "", err
 	}
 	initCfg := v1beta4.InitConfiguration{
 		TypeMeta:         metav1.TypeMeta{APIVersion: v1beta4.SchemeGroupVersion.String(), Kind: "InitConfiguration"},
@@ -108,9 +103,38 @@ func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Durat
 	return out, endpoint, nil
 }
 
+// ControlPlaneEndpoint is the endpoint of the cluster's API server, the one
+// place it is derived: kubeadm.controlPlaneEndpoint when set, else the
+// advertise address (default: the node's private IP) with the bind port.
+func ControlPlaneEndpoint(cfg *config.AgentConfig, node Node) (string, error) {
+	if cfg.Kubeadm.ControlPlaneEndpoint != "" {
+		return cfg.Kubeadm.ControlPlaneEndpoint, nil
+	}
+	addr := advertiseAddress(cfg, node)
+	if addr == "" {
+		return "", fmt.Errorf("no control-plane endpoint: set kubeadm.controlPlaneEndpoint or kubeadm.advertiseAddress, or run where IMDS gives the private IP")
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(int(cfg.Kubeadm.BindPort))), nil
+}
+
+func advertiseAddress(cfg *config.AgentConfig, node Node) string {
+	if cfg.Kubeadm.AdvertiseAddress != "" {
+		return cfg.Kubeadm.AdvertiseAddress
+	}
+	return node.IP
+}
+
+// tokenDescriptionPrefix starts the description of every token kubestrap makes.
+const tokenDescriptionPrefix = "kubestrap join token"
+
 // TokenDescription is the description kubestrap gives the join token of a generation.
 func TokenDescription(generation int64) string {
-	return fmt.Sprintf("kubestrap join token, generation %d", generation)
+	return fmt.Sprintf("%s, generation %d", tokenDescriptionPrefix, generation)
+}
+
+// IsKubestrapToken reports whether a token's description says kubestrap made it.
+func IsKubestrapToken(description string) bool {
+	return strings.HasPrefix(description, tokenDescriptionPrefix)
 }
 
 // JoinOptions are the discovery parameters of a worker join.

@@ -3,6 +3,7 @@ package kubeadm
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"sigs.k8s.io/yaml"
 )
@@ -12,7 +13,33 @@ const (
 	AdminKubeconfig   = "/etc/kubernetes/admin.conf"
 	KubeletKubeconfig = "/etc/kubernetes/kubelet.conf"
 	CACertPath        = "/etc/kubernetes/pki/ca.crt"
+	// EtcdDataDir is where kubeadm's local etcd keeps its data.
+	EtcdDataDir = "/var/lib/etcd"
 )
+
+// Paths are the files kubeadm writes under its configuration directory
+// (kubeadm.configDir, /etc/kubernetes by default): the one place the agent
+// derives them from.
+type Paths struct {
+	Dir string
+}
+
+// Admin is admin.conf, written by kubeadm init.
+func (p Paths) Admin() string { return filepath.Join(p.Dir, "admin.conf") }
+
+// Kubelet is kubelet.conf, the node's kubeconfig after init or join.
+func (p Paths) Kubelet() string { return filepath.Join(p.Dir, "kubelet.conf") }
+
+// CACert is the cluster CA certificate.
+func (p Paths) CACert() string { return filepath.Join(p.Dir, "pki", "ca.crt") }
+
+// CAKey is the cluster CA key: only a control-plane node has it.
+func (p Paths) CAKey() string { return filepath.Join(p.Dir, "pki", "ca.key") }
+
+// APIServerManifest is the kube-apiserver static Pod manifest.
+func (p Paths) APIServerManifest() string {
+	return filepath.Join(p.Dir, "manifests", "kube-apiserver.yaml")
+}
 
 type kubeconfig struct {
 	Clusters []struct {

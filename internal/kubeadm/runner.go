@@ -7,9 +7,11 @@ package kubeadm
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -33,6 +35,12 @@ type Runner struct {
 	// Env, when not nil, replaces the child's environment.
 	Env []string
 	Log *zap.Logger
+	// Lock, when set, serializes runs across agent processes: every run
+	// holds it, and the child inherits it so that it outlives a dead agent.
+	Lock *Lock
+	// OnLockWait, when set, hears that a run waits for another process's
+	// kubeadm (its PID, 0 when unknown).
+	OnLockWait func(holderPID int)
 }
 
 // ExitError is a kubeadm run that failed; Output holds its last lines
@@ -65,11 +73,28 @@ func (e *ExitError) Unwrap() error { return e.Err }
 // whole output (secrets redacted). When ctx ends the child gets SIGTERM and
 // GracePeriod to exit before it is killed.
 func (r *Runner) Run(ctx context.Context, args ...string) ([]string, error) {
+	lines, _, err := r.run(ctx, false, args...)
+	return lines, err
+}
+
+// run is Run; with keepRaw it also returns the unredacted output, which the
+// caller must never log.
+func (r *Runner) run(ctx context.Context, keepRaw bool, args ...string) (lines, raw []string, err error) {
 	cmd := exec.CommandContext(ctx, r.Path, args...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = GracePeriod
 	if r.Env != nil {
 		cmd.Env = r.Env
+	}
+	var held *Held
+	if r.Lock != nil {
+		if held, err = r.Lock.Acquire(ctx, r.OnLockWait); err != nil {
+			return nil, nil, fmt.Errorf("wait for the kubeadm lock before kubeadm %s: %w", firstWords(args), err)
+		}
+		defer held.Close()
+		// The child holds the lock too: if this process dies, the lock
+		// lasts until kubeadm exits.
+		cmd.ExtraFiles = []*os.File{held.File()}
 	}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -77,18 +102,21 @@ func (r *Runner) Run(ctx context.Context, args ...string) ([]string, error) {
 	start := time.Now()
 	log.Info("running kubeadm", zap.Strings("args", redactArgs(args)))
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start kubeadm %s: %w", firstWords(args), err)
+		return nil, nil, fmt.Errorf("start kubeadm %s: %w", firstWords(args), err)
 	}
-	var (
-		lines []string
-		wg    sync.WaitGroup
-	)
+	if held != nil {
+		held.RecordPID(cmd.Process.Pid)
+	}
+	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
+			if keepRaw {
+				raw = append(raw, sc.Text())
+			}
 			line := Redact(sc.Text())
 			lines = append(lines, line)
 			if strings.TrimSpace(line) != "" {
@@ -97,7 +125,7 @@ func (r *Runner) Run(ctx context.Context, args ...string) ([]string, error) {
 		}
 		_, _ = io.Copy(io.Discard, pr)
 	}()
-	err := cmd.Wait()
+	err = cmd.Wait()
 	_ = pw.Close()
 	wg.Wait()
 	log.Info("kubeadm finished", zap.Duration("took", time.Since(start)), zap.Bool("ok", err == nil))
@@ -114,9 +142,9 @@ func (r *Runner) Run(ctx context.Context, args ...string) ([]string, error) {
 		if len(tail) > tailLines {
 			tail = tail[len(tail)-tailLines:]
 		}
-		return lines, &ExitError{Args: args, ExitCode: code, Output: tail, Err: err}
+		return lines, nil, &ExitError{Args: args, ExitCode: code, Output: tail, Err: err}
 	}
-	return lines, nil
+	return lines, raw, nil
 }
 
 // Init runs `kubeadm init --config file` plus extra flags.
@@ -141,11 +169,68 @@ func (r *Runner) Reset(ctx context.Context, criSocket string) error {
 	return err
 }
 
-// TokenCreate registers token ("id.secret") with the cluster for ttl.
-func (r *Runner) TokenCreate(ctx context.Context, kubeconfig, token string, ttl time.Duration, description string) error {
-	_, err := r.Run(ctx, "token", "create", token, "--ttl", ttl.String(),
+// TokenCreate has kubeadm generate a bootstrap token valid for ttl and
+// returns it ("id.secret"). The secret is never on a command line: kubeadm
+// makes it and prints it, and only the redacted form reaches the log.
+func (r *Runner) TokenCreate(ctx context.Context, kubeconfig string, ttl time.Duration, description string) (string, error) {
+	_, raw, err := r.run(ctx, true, "token", "create", "--ttl", ttl.String(),
 		"--description", description, "--kubeconfig", kubeconfig)
-	return err
+	if err != nil {
+		return "", err
+	}
+	for i := len(raw) - 1; i >= 0; i-- {
+		if t := strings.TrimSpace(raw[i]); fullTokenPattern.MatchString(t) {
+			return t, nil
+		}
+	}
+	return "", errors.New("kubeadm token create printed no token")
+}
+
+// Token is a bootstrap token as `kubeadm token list` shows it, without its secret.
+type Token struct {
+	ID          string
+	Description string
+	Expires     time.Time
+}
+
+// TokenList lists the cluster's bootstrap tokens (IDs only: the secrets are
+// redacted before the output is parsed).
+func (r *Runner) TokenList(ctx context.Context, kubeconfig string) ([]Token, error) {
+	lines, err := r.Run(ctx, "token", "list", "-o", "json", "--kubeconfig", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	return parseTokenList(strings.Join(lines, "\n"))
+}
+
+// parseTokenList decodes the stream of JSON objects `kubeadm token list -o
+// json` prints (one per token), skipping klog lines (warnings go to the same
+// stream).
+func parseTokenList(out string) ([]Token, error) {
+	var objects []string
+	for _, l := range strings.Split(out, "\n") {
+		if !klogLine.MatchString(l) {
+			objects = append(objects, l)
+		}
+	}
+	dec := json.NewDecoder(strings.NewReader(strings.Join(objects, "\n")))
+	var tokens []Token
+	for {
+		var t struct {
+			Token       string    `json:"token"`
+			Description string    `json:"description"`
+			Expires     time.Time `json:"expires"`
+		}
+		err := dec.Decode(&t)
+		if errors.Is(err, io.EOF) {
+			return tokens, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("parse kubeadm token list output: %w", err)
+		}
+		id, _, _ := strings.Cut(t.Token, ".")
+		tokens = append(tokens, Token{ID: id, Description: t.Description, Expires: t.Expires})
+	}
 }
 
 // TokenDelete removes the token with the given ID from the cluster.
@@ -196,8 +281,10 @@ var tokenRejectedMarkers = []string{
 }
 
 var (
-	tokenPattern = regexp.MustCompile(`\b([a-z0-9]{6})\.[a-z0-9]{16}\b`)
-	keyPattern   = regexp.MustCompile(`\b[a-f0-9]{64}\b`)
+	klogLine         = regexp.MustCompile(`^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ [^ ]+:[0-9]+\] `)
+	fullTokenPattern = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
+	tokenPattern     = regexp.MustCompile(`\b([a-z0-9]{6})\.[a-z0-9]{16}\b`)
+	keyPattern       = regexp.MustCompile(`\b[a-f0-9]{64}\b`)
 )
 
 // Redact hides bootstrap token secrets and certificate keys in s, keeping

@@ -5,16 +5,68 @@ package role
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/join"
+	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/progress"
 	"github.com/kubestrap/kubestrap/internal/state"
 )
+
+// RemoteCallTimeout bounds one S3 request or kubeadm token command.
+const RemoteCallTimeout = time.Minute
+
+// ResetTimeout bounds one kubeadm reset.
+const ResetTimeout = 5 * time.Minute
+
+// removeLeftovers deletes what a killed agent may have left in dir: kubeadm
+// configurations holding a token secret (named in secretFiles) and the
+// temporary files of interrupted atomic writes. Call it only while holding
+// the kubeadm lock, so that no kubeadm still reads them.
+func removeLeftovers(log *zap.Logger, dir string, secretFiles ...string) {
+	var gone []string
+	for _, name := range secretFiles {
+		if err := os.Remove(filepath.Join(dir, name)); err == nil {
+			gone = append(gone, name)
+		}
+	}
+	temps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp-*"))
+	for _, p := range temps {
+		if err := os.Remove(p); err == nil {
+			gone = append(gone, filepath.Base(p))
+		}
+	}
+	if len(gone) > 0 {
+		log.Info("removed files left by an interrupted run", zap.String("dir", dir), zap.Strings("files", gone))
+	}
+}
+
+// waitForKubeadmLock waits until no kubeadm run (of this or an earlier agent
+// process) holds the lock, reporting the wait.
+func waitForKubeadmLock(ctx context.Context, lock *kubeadm.Lock, r *Reporter, hb *progress.Heartbeat) error {
+	if lock == nil {
+		return nil
+	}
+	hb.Within(24 * time.Hour) // an orphaned kubeadm has its own timeouts; waiting is progress
+	held, err := lock.Acquire(ctx, func(pid int) {
+		r.Phase(state.PhaseStarting, fmt.Sprintf("waiting for a kubeadm run left by an earlier agent process (pid %d) to finish", pid))
+	})
+	if err != nil {
+		return err
+	}
+	return held.Close()
+}
 
 // Notifier is the systemd side of the agent.
 type Notifier interface {
@@ -40,13 +92,21 @@ type Reporter struct {
 	st state.State
 	// released is set once start-up garbage was returned to the OS.
 	released bool
+	// condition is the meaning of the last problem reported with Condition.
+	condition string
 }
 
-// NewReporter loads the previous state (if any) as a starting point.
+// NewReporter loads the previous state (if any) as a starting point. A state
+// file that cannot be decoded is moved aside with a warning: the roles
+// rebuild what they need from the node, S3 and the cluster.
 func NewReporter(dir string, n Notifier, log *zap.Logger, clk clock.PassiveClock) (*Reporter, error) {
-	st, err := state.Load(dir)
+	st, aside, err := state.LoadOrSetAside(dir, clk.Now())
 	if err != nil {
 		return nil, err
+	}
+	if aside != "" {
+		log.Warn("state file was unreadable; moved it aside and rebuilding the state from this node",
+			zap.String("movedTo", aside))
 	}
 	return &Reporter{Dir: dir, Notifier: n, Log: log, Clock: clk, st: *st}, nil
 }
@@ -71,6 +131,9 @@ func (r *Reporter) Update(fn func(*state.State)) {
 
 // Phase records a phase change: state.json, STATUS= and a log line.
 func (r *Reporter) Phase(p state.Phase, msg string, fields ...zap.Field) {
+	r.mu.Lock()
+	r.condition = ""
+	r.mu.Unlock()
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
 	r.Notifier.Status(msg)
 	fields = append(fields, zap.String("phase", string(p)))
@@ -85,8 +148,31 @@ func (r *Reporter) Phase(p state.Phase, msg string, fields ...zap.Field) {
 // Problem records a phase change caused by something wrong (refused join
 // info, unreachable S3): like Phase, but logged as a warning.
 func (r *Reporter) Problem(p state.Phase, msg string, fields ...zap.Field) {
+	r.mu.Lock()
+	r.condition = ""
+	r.mu.Unlock()
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
 	r.Notifier.Status(msg)
+	r.Log.Warn(msg, append(fields, zap.String("phase", string(p)))...)
+}
+
+// Condition reports a problem that may repeat at every retry. meaning
+// identifies it (phase and error class, never request IDs or retry delays):
+// the first report of a meaning writes state.json and logs a warning; a
+// repeat only refreshes STATUS and logs at debug level, so an outage does not
+// rewrite the state file or flood the journal.
+func (r *Reporter) Condition(p state.Phase, meaning, msg string, fields ...zap.Field) {
+	key := string(p) + "\x00" + meaning
+	r.mu.Lock()
+	repeat := r.condition == key
+	r.condition = key
+	r.mu.Unlock()
+	r.Notifier.Status(msg)
+	if repeat {
+		r.Log.Debug(msg, append(fields, zap.String("phase", string(p)))...)
+		return
+	}
+	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
 	r.Log.Warn(msg, append(fields, zap.String("phase", string(p)))...)
 }
 
@@ -94,6 +180,9 @@ func (r *Reporter) Problem(p state.Phase, msg string, fields ...zap.Field) {
 // The first time, it also returns start-up garbage to the OS: from here on
 // the agent idles for hours, and its resident memory is what operators see.
 func (r *Reporter) Ready(p state.Phase, msg string, fields ...zap.Field) {
+	r.mu.Lock()
+	r.condition = ""
+	r.mu.Unlock()
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
 	r.Notifier.Ready(msg)
 	r.Log.Info(msg, append(fields, zap.String("phase", string(p)))...)
@@ -106,8 +195,9 @@ func (r *Reporter) Ready(p state.Phase, msg string, fields ...zap.Field) {
 	}
 }
 
-// sleep waits d on clk or until ctx ends.
-func sleep(ctx context.Context, clk clock.Clock, d time.Duration) error {
+// sleep waits d on clk or until ctx ends, having promised progress within d.
+func sleep(ctx context.Context, clk clock.Clock, hb *progress.Heartbeat, d time.Duration) error {
+	hb.Within(d)
 	t := clk.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -116,4 +206,26 @@ func sleep(ctx context.Context, clk clock.Clock, d time.Duration) error {
 	case <-t.C():
 		return nil
 	}
+}
+
+// errorClass names the kind of an error for de-duplication: the S3 error
+// code, a timeout, a kubeadm exit code; never a request ID or a message
+// that changes from one attempt to the next.
+func errorClass(err error) string {
+	var apiErr smithy.APIError
+	var exitErr *kubeadm.ExitError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.As(err, &apiErr):
+		return "api:" + apiErr.ErrorCode()
+	case errors.As(err, &exitErr):
+		return fmt.Sprintf("kubeadm-exit:%d", exitErr.ExitCode)
+	case errors.As(err, &netErr):
+		return "network"
+	case errors.Is(err, join.ErrConflict):
+		return "conflict"
+	}
+	return "other"
 }

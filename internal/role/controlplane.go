@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,6 +20,7 @@ import (
 	"github.com/kubestrap/kubestrap/internal/fsutil"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/progress"
 	"github.com/kubestrap/kubestrap/internal/state"
 )
 
@@ -27,8 +28,10 @@ import (
 type ControlPlaneRunner interface {
 	Init(ctx context.Context, configFile string, extra ...string) error
 	Reset(ctx context.Context, criSocket string) error
-	TokenCreate(ctx context.Context, kubeconfig, token string, ttl time.Duration, description string) error
+	// TokenCreate has kubeadm generate a token and returns it.
+	TokenCreate(ctx context.Context, kubeconfig string, ttl time.Duration, description string) (string, error)
 	TokenDelete(ctx context.Context, kubeconfig, tokenID string) error
+	TokenList(ctx context.Context, kubeconfig string) ([]kubeadm.Token, error)
 }
 
 // JoinStore reads and conditionally writes join info (a *join.Store).
@@ -36,6 +39,17 @@ type JoinStore interface {
 	JoinSource
 	Publish(ctx context.Context, info *join.Info, prevETag string) (string, error)
 }
+
+// BlockedRecheck is how often a Blocked agent looks again whether the
+// operator fixed what it reported.
+const BlockedRecheck = 30 * time.Second
+
+// maxGenerationJump is the largest step ahead a foreign join info's
+// generation may take before it is called implausible and ignored.
+const maxGenerationJump = 1 << 32
+
+// initConfigName is the InitConfiguration file in the state directory.
+const initConfigName = "kubeadm-init.yaml"
 
 // ControlPlane initializes the cluster once and keeps fresh join info in S3.
 type ControlPlane struct {
@@ -46,14 +60,21 @@ type ControlPlane struct {
 	Clock    clock.Clock
 	Reporter *Reporter
 	Log      *zap.Logger
+	// Progress is this part's watchdog heartbeat (nil: none).
+	Progress *progress.Heartbeat
+	// Lock serializes kubeadm runs across agent processes; Run waits for an
+	// orphaned kubeadm before it looks at the node (nil: no lock).
+	Lock *kubeadm.Lock
 
 	// AdminKubeconfig marks an initialized node (default /etc/kubernetes/admin.conf).
 	AdminKubeconfig string
 	// CACert is the cluster CA whose hash is published (default /etc/kubernetes/pki/ca.crt).
 	CACert string
+	// EtcdDataDir is local etcd's data directory (default /var/lib/etcd).
+	EtcdDataDir string
 	// APIHealth reports whether the API server answers (default: /readyz via AdminKubeconfig).
 	APIHealth func(ctx context.Context) error
-	// NewToken makes a random bootstrap token (default: k8s.io/cluster-bootstrap).
+	// NewToken makes the random bootstrap token of kubeadm init (default: k8s.io/cluster-bootstrap).
 	NewToken func() (string, error)
 	// RetryBackoff spaces retries of failed init, token and publish steps.
 	RetryBackoff *backoff.Backoff
@@ -64,14 +85,40 @@ type ControlPlane struct {
 	endpoint string
 	// pending is a token created in the cluster but not yet published.
 	pending *join.Info
+	// verifyProblem is the class of the last failed verify round, or "".
+	verifyProblem string
+	// crashPoint, in tests, is called at every step boundary of the
+	// lifecycle; a test simulates kill -9 there by never returning.
+	crashPoint func(step string)
+}
+
+// Step boundaries of the control-plane lifecycle (see crashPoint).
+const (
+	stepBeforeInit      = "before-init"
+	stepInsideInit      = "inside-init"
+	stepAfterInit       = "after-init"
+	stepAfterTokenMade  = "after-token-create"
+	stepAfterPublish    = "after-publish"
+	stepAfterStateWrite = "after-state-write"
+	stepAfterOldDeleted = "after-old-token-delete"
+)
+
+func (c *ControlPlane) step(name string) {
+	if c.crashPoint != nil {
+		c.crashPoint(name)
+	}
 }
 
 func (c *ControlPlane) defaults() {
+	paths := kubeadm.Paths{Dir: c.Config.Kubeadm.ConfigDir}
 	if c.AdminKubeconfig == "" {
-		c.AdminKubeconfig = kubeadm.AdminKubeconfig
+		c.AdminKubeconfig = paths.Admin()
 	}
 	if c.CACert == "" {
-		c.CACert = kubeadm.CACertPath
+		c.CACert = paths.CACert()
+	}
+	if c.EtcdDataDir == "" {
+		c.EtcdDataDir = kubeadm.EtcdDataDir
 	}
 	if c.APIHealth == nil {
 		c.APIHealth = func(ctx context.Context) error { return kubeadm.APIServerHealthy(ctx, c.AdminKubeconfig) }
@@ -89,7 +136,7 @@ func (c *ControlPlane) defaults() {
 
 // InitConfigPath is where the InitConfiguration is written (0600) for kubeadm init.
 func (c *ControlPlane) InitConfigPath() string {
-	return filepath.Join(c.Config.StateDir, "kubeadm-init.yaml")
+	return filepath.Join(c.Config.StateDir, initConfigName)
 }
 
 func (c *ControlPlane) ttl() time.Duration { return c.Config.ControlPlane.TokenTTL.Duration }
@@ -98,52 +145,138 @@ func (c *ControlPlane) ttl() time.Duration { return c.Config.ControlPlane.TokenT
 // replaces the token at half-life until ctx ends.
 func (c *ControlPlane) Run(ctx context.Context) error {
 	c.defaults()
-	c.endpoint = ControlPlaneEndpoint(c.Config, c.Node)
-	if err := kubeadm.CheckKubeconfig(c.AdminKubeconfig); err == nil {
-		c.Log.Info("control plane already initialized; kubeadm init will not run again",
-			zap.String("kubeconfig", c.AdminKubeconfig))
-		if err := c.waitForAPI(ctx); err != nil {
-			return err
-		}
-	} else if err := c.initialize(ctx); err != nil {
+	endpoint, err := kubeadm.ControlPlaneEndpoint(c.Config, c.Node)
+	if err != nil {
+		return err
+	}
+	c.endpoint = endpoint
+	if err := waitForKubeadmLock(ctx, c.Lock, c.Reporter, c.Progress); err != nil {
+		return err
+	}
+	removeLeftovers(c.Log, c.Config.StateDir, initConfigName)
+	if err := c.bringUp(ctx); err != nil {
 		return err
 	}
 	return c.publishLoop(ctx)
 }
 
-// ControlPlaneEndpoint is the endpoint workers join: the configured one, or
-// the advertise address (default: private IP) with the bind port.
-func ControlPlaneEndpoint(cfg *config.AgentConfig, node kubeadm.Node) string {
-	if cfg.Kubeadm.ControlPlaneEndpoint != "" {
-		return cfg.Kubeadm.ControlPlaneEndpoint
-	}
-	addr := cfg.Kubeadm.AdvertiseAddress
-	if addr == "" {
-		addr = node.IP
-	}
-	return net.JoinHostPort(addr, strconv.Itoa(int(cfg.Kubeadm.BindPort)))
-}
-
-func (c *ControlPlane) waitForAPI(ctx context.Context) error {
-	b := backoff.New(time.Second, 30*time.Second)
+// bringUp returns once the control plane is initialized and its API server
+// answers: it initializes a fresh node, finishes an interrupted init, and
+// never runs kubeadm init or reset over a cluster that finished initializing.
+func (c *ControlPlane) bringUp(ctx context.Context) error {
 	for {
-		err := c.APIHealth(ctx)
-		if err == nil {
-			return nil
+		st := c.Reporter.State()
+		adminErr := kubeadm.CheckKubeconfig(c.AdminKubeconfig)
+		switch {
+		case !st.InitializedAt.IsZero() && adminErr == nil:
+			c.Log.Info("control plane already initialized; kubeadm init will not run again",
+				zap.String("kubeconfig", c.AdminKubeconfig), zap.Time("initializedAt", st.InitializedAt))
+			return c.waitForAPI(ctx)
+		case !st.InitializedAt.IsZero():
+			c.Reporter.Condition(state.PhaseBlocked, "initialized-without-admin-conf", fmt.Sprintf(
+				"blocked: state.json says this control plane was initialized at %s, but %s is not usable (%v); "+
+					"kubestrap will not run kubeadm init or reset over a live cluster. Restore it "+
+					"(kubeadm init phase kubeconfig admin, or fix kubeadm.configDir); to start over deliberately, "+
+					"run kubeadm reset -f and remove %s",
+				st.InitializedAt.Format(time.RFC3339), c.AdminKubeconfig, adminErr, state.Path(c.Config.StateDir)))
+		case !st.InitStartedAt.IsZero():
+			// An init this agent started never finished (crash, reboot, kill):
+			// no join info was published for it, so nothing joined; redo it.
+			return c.initialize(ctx, fmt.Sprintf("kubeadm init started at %s was interrupted before it finished",
+				st.InitStartedAt.Format(time.RFC3339)))
+		case adminErr == nil:
+			// The state was lost (or written by an older agent): rebuild it
+			// from the node.
+			c.Log.Warn("state.json has no record of an init, but this node has a usable admin.conf: "+
+				"taking the control plane as initialized", zap.String("kubeconfig", c.AdminKubeconfig))
+			c.Reporter.Update(func(s *state.State) { s.InitializedAt = modTime(c.AdminKubeconfig, c.Clock.Now()).UTC() })
+			return c.waitForAPI(ctx)
+		default:
+			evidence := c.clusterStateOnNode()
+			if len(evidence) == 0 {
+				return c.initialize(ctx, "")
+			}
+			c.Reporter.Condition(state.PhaseBlocked, "cluster-state-without-record", fmt.Sprintf(
+				"blocked: this node holds control-plane state (%s) but %s is not usable (%v) and state.json has no record "+
+					"of an init; kubestrap will not run kubeadm init or reset over it. Restore admin.conf (or fix "+
+					"kubeadm.configDir); to start over deliberately, run kubeadm reset -f",
+				strings.Join(evidence, ", "), c.AdminKubeconfig, adminErr))
 		}
-		c.Reporter.Phase(state.PhaseWaitingAPI,
-			fmt.Sprintf("control plane already initialized; waiting for the API server to become healthy: %v", err))
-		if err := sleep(ctx, c.Clock, b.Next()); err != nil {
+		if err := sleep(ctx, c.Clock, c.Progress, BlockedRecheck); err != nil {
 			return err
 		}
 	}
 }
 
-// initialize runs kubeadm init until it succeeds, with kubeadm reset -f
-// between attempts.
-func (c *ControlPlane) initialize(ctx context.Context) error {
+// clusterStateOnNode lists what on this node belongs to a cluster: etcd
+// data, the API server manifest, the CA key.
+func (c *ControlPlane) clusterStateOnNode() []string {
+	paths := kubeadm.Paths{Dir: filepath.Dir(c.AdminKubeconfig)}
+	var found []string
+	for _, p := range []string{filepath.Join(c.EtcdDataDir, "member"), paths.APIServerManifest(), paths.CAKey()} {
+		if _, err := os.Stat(p); err == nil {
+			found = append(found, p)
+		}
+	}
+	return found
+}
+
+func modTime(path string, fallback time.Time) time.Time {
+	if fi, err := os.Stat(path); err == nil {
+		return fi.ModTime()
+	}
+	return fallback
+}
+
+func (c *ControlPlane) waitForAPI(ctx context.Context) error {
+	b := backoff.New(time.Second, 30*time.Second)
+	for {
+		c.Progress.Within(RemoteCallTimeout)
+		hctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+		err := c.APIHealth(hctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		c.Reporter.Condition(state.PhaseWaitingAPI, "api-not-ready",
+			fmt.Sprintf("control plane already initialized; waiting for the API server to become healthy: %v", err))
+		if err := sleep(ctx, c.Clock, c.Progress, b.Next()); err != nil {
+			return err
+		}
+	}
+}
+
+// initialize runs kubeadm init until it succeeds. It records that an init
+// started before running kubeadm and that it finished after, so a restart
+// in between knows. Before a retry (and when interrupted is set, before the
+// first attempt) it undoes the unfinished init with kubeadm reset -f.
+func (c *ControlPlane) initialize(ctx context.Context, interrupted string) error {
 	b := c.RetryBackoff
+	resetFirst := interrupted != ""
 	for attempt := 1; ; attempt++ {
+		if resetFirst {
+			msg := "kubeadm init failed; resetting with kubeadm reset -f before the next attempt"
+			if attempt == 1 {
+				msg = interrupted + "; nothing can have joined before the first publication, so resetting with kubeadm reset -f and initializing again"
+			}
+			c.Reporter.Phase(state.PhaseInitializing, msg)
+			c.Progress.Within(ResetTimeout + kubeadm.GracePeriod)
+			rctx, cancel := context.WithTimeout(ctx, ResetTimeout)
+			err := c.Kubeadm.Reset(rctx, c.Config.Kubeadm.CRISocket)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				delay := b.Next()
+				c.Reporter.Condition(state.PhaseInitFailed, "reset-failed",
+					fmt.Sprintf("kubeadm reset -f of an unfinished init failed: %v; retrying in %s", err, delay.Round(time.Second)))
+				if err := sleep(ctx, c.Clock, c.Progress, delay); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		token, err := c.NewToken()
 		if err != nil {
 			return fmt.Errorf("generate bootstrap token: %w", err)
@@ -156,19 +289,27 @@ func (c *ControlPlane) initialize(ctx context.Context) error {
 		if err := fsutil.WriteFileAtomic(path, doc, 0o600); err != nil {
 			return fmt.Errorf("write kubeadm init configuration: %w", err)
 		}
+		issued := c.Clock.Now()
+		c.Reporter.Update(func(s *state.State) {
+			s.InitStartedAt, s.InitializedAt = issued.UTC(), time.Time{}
+			s.PendingTokenID = join.TokenID(token)
+		})
+		c.step(stepBeforeInit)
 		c.Reporter.Phase(state.PhaseInitializing,
 			fmt.Sprintf("initializing the control plane with kubeadm init (endpoint %s)", c.endpoint),
 			zap.Int("attempt", attempt))
-		issued := c.Clock.Now()
+		c.Progress.Within(c.Config.Kubeadm.InitTimeout.Duration + kubeadm.GracePeriod)
 		ictx, cancel := context.WithTimeout(ctx, c.Config.Kubeadm.InitTimeout.Duration)
 		err = c.Kubeadm.Init(ictx, path, "--skip-token-print")
 		cancel()
+		c.step(stepInsideInit)
 		_ = os.Remove(path) // it holds the first token's secret
 		if err == nil {
 			c.Reporter.Update(func(s *state.State) { s.InitializedAt = c.Clock.Now().UTC() })
+			c.step(stepAfterInit)
 			c.pending = c.newInfo(token, issued)
 			b.Reset()
-			return nil
+			return c.waitForAPI(ctx)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -177,10 +318,8 @@ func (c *ControlPlane) initialize(ctx context.Context) error {
 		c.Reporter.Phase(state.PhaseInitFailed,
 			fmt.Sprintf("kubeadm init failed: %v; resetting with kubeadm reset -f and retrying in %s", err, delay.Round(time.Second)),
 			zap.Int("attempt", attempt))
-		if rerr := c.Kubeadm.Reset(ctx, c.Config.Kubeadm.CRISocket); rerr != nil {
-			c.Log.Warn("kubeadm reset after failed init failed", zap.Error(rerr))
-		}
-		if err := sleep(ctx, c.Clock, delay); err != nil {
+		resetFirst = true
+		if err := sleep(ctx, c.Clock, c.Progress, delay); err != nil {
 			return err
 		}
 	}
@@ -211,7 +350,24 @@ func (c *ControlPlane) rotationDue(st state.State) (bool, time.Time) {
 
 func (c *ControlPlane) publishLoop(ctx context.Context) error {
 	b := c.RetryBackoff
+	reconciled := false
 	for {
+		if !reconciled {
+			if err := c.reconcile(ctx); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				delay := b.Next()
+				c.Reporter.Condition(state.PhaseDegraded, "reconcile:"+errorClass(err), fmt.Sprintf(
+					"degraded: cannot compare join info in %s with the cluster's tokens: %v; retrying in %s",
+					c.Store.URL(), err, delay.Round(time.Second)))
+				if err := sleep(ctx, c.Clock, c.Progress, delay); err != nil {
+					return err
+				}
+				continue
+			}
+			reconciled = true
+		}
 		st := c.Reporter.State()
 		due, at := c.rotationDue(st)
 		due = due || c.pending != nil
@@ -231,8 +387,8 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 				if exp := c.Reporter.State().TokenExpiresAt; !exp.IsZero() {
 					msg += fmt.Sprintf("; the published token expires at %s", exp.Format(time.RFC3339))
 				}
-				c.Reporter.Phase(state.PhaseDegraded, msg)
-				if err := sleep(ctx, c.Clock, delay); err != nil {
+				c.Reporter.Condition(state.PhaseDegraded, "refresh:"+errorClass(err), msg)
+				if err := sleep(ctx, c.Clock, c.Progress, delay); err != nil {
 					return err
 				}
 				continue
@@ -241,63 +397,206 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 			st = c.Reporter.State()
 			_, at = c.rotationDue(st)
 		}
+		c.deleteRetiredTokens(ctx)
+		st = c.Reporter.State()
 		c.Reporter.Ready(state.PhasePublished,
 			fmt.Sprintf("control plane ready; join info generation %d with token %s published to %s, next refresh at %s",
 				st.JoinGeneration, st.TokenID, c.Store.URL(), at.UTC().Format(time.RFC3339)),
 			zap.Int64("generation", st.JoinGeneration), zap.String("tokenID", st.TokenID))
-		wait := at.Sub(c.Clock.Now())
-		if wait > c.VerifyInterval {
-			wait = c.VerifyInterval
+		wait := min(at.Sub(c.Clock.Now()), c.VerifyInterval)
+		for _, r := range st.RetiredTokens {
+			wait = min(wait, r.DeleteAfter.Sub(c.Clock.Now()))
 		}
-		if err := sleep(ctx, c.Clock, wait); err != nil {
+		if err := sleep(ctx, c.Clock, c.Progress, max(wait, 0)); err != nil {
 			return err
 		}
+	}
+}
+
+// fetch reads join.json with a deadline.
+func (c *ControlPlane) fetch(ctx context.Context, etag string) (*join.Fetched, error) {
+	c.Progress.Within(RemoteCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	defer cancel()
+	return c.Store.Fetch(ctx, etag)
+}
+
+// publish writes join.json with a deadline.
+func (c *ControlPlane) publish(ctx context.Context, info *join.Info, prevETag string) (string, error) {
+	c.Progress.Within(RemoteCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	defer cancel()
+	return c.Store.Publish(ctx, info, prevETag)
+}
+
+// tokenCall runs one kubeadm token command with a deadline.
+func tokenCall[T any](ctx context.Context, hb *progress.Heartbeat, fn func(ctx context.Context) (T, error)) (T, error) {
+	hb.Within(RemoteCallTimeout + kubeadm.GracePeriod)
+	ctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	defer cancel()
+	return fn(ctx)
+}
+
+func (c *ControlPlane) deleteToken(ctx context.Context, id string) error {
+	_, err := tokenCall(ctx, c.Progress, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, c.Kubeadm.TokenDelete(ctx, c.AdminKubeconfig, id)
+	})
+	return err
+}
+
+// reconcile runs once after start-up, before any refresh. It compares what
+// S3 holds with the cluster's bootstrap tokens and state.json, so that a
+// crash at any point of a refresh converges: join info this node published
+// but had not recorded is adopted (not reported as a foreign writer's), and
+// kubestrap tokens that no join info names are deleted.
+func (c *ControlPlane) reconcile(ctx context.Context) error {
+	tokens, err := tokenCall(ctx, c.Progress, func(ctx context.Context) ([]kubeadm.Token, error) {
+		return c.Kubeadm.TokenList(ctx, c.AdminKubeconfig)
+	})
+	if err != nil {
+		return fmt.Errorf("list bootstrap tokens: %w", err)
+	}
+	live := map[string]bool{}
+	for _, t := range tokens {
+		if kubeadm.IsKubestrapToken(t.Description) {
+			live[t.ID] = true
+		}
+	}
+	f, err := c.fetch(ctx, "")
+	if err != nil && !errors.Is(err, join.ErrNotFound) {
+		return fmt.Errorf("read join info: %w", err)
+	}
+	st := c.Reporter.State()
+	if f != nil && f.ETag != st.PublishedETag {
+		var seen join.Info
+		if json.Unmarshal(f.Body, &seen) == nil && seen.Cluster == c.Config.Cluster && live[seen.TokenID()] &&
+			seen.Generation > 0 && seen.Generation <= join.MaxGeneration {
+			c.Log.Info("adopting join info this node published before it restarted",
+				zap.String("object", c.Store.URL()), zap.Int64("generation", seen.Generation), zap.String("tokenID", seen.TokenID()))
+			c.Reporter.Update(func(s *state.State) {
+				if s.TokenID != "" && s.TokenID != seen.TokenID() {
+					s.RetiredTokens = append(s.RetiredTokens, state.RetiredToken{ID: s.TokenID, DeleteAfter: c.Clock.Now().Add(c.retireDelay()).UTC()})
+				}
+				s.JoinGeneration, s.TokenID, s.TokenExpiresAt = seen.Generation, seen.TokenID(), seen.ExpiresAt
+				s.PublishedETag, s.APIEndpoint = f.ETag, seen.APIServerEndpoint
+			})
+			st = c.Reporter.State()
+		}
+	}
+	keep := map[string]bool{st.TokenID: true}
+	if c.pending != nil {
+		keep[c.pending.TokenID()] = true
+	}
+	var retired []state.RetiredToken
+	for _, r := range st.RetiredTokens {
+		if live[r.ID] {
+			keep[r.ID] = true
+			retired = append(retired, r)
+		}
+	}
+	var orphans []string
+	for id := range live {
+		if !keep[id] {
+			orphans = append(orphans, id)
+		}
+	}
+	slices.Sort(orphans)
+	for _, id := range orphans {
+		if err := c.deleteToken(ctx, id); err != nil {
+			return fmt.Errorf("delete bootstrap token %s that no join info names: %w", id, err)
+		}
+		c.Log.Info("deleted a bootstrap token that no published join info names (left by an interrupted refresh)",
+			zap.String("tokenID", id))
+	}
+	c.Reporter.Update(func(s *state.State) {
+		s.RetiredTokens = retired
+		s.PendingTokenID = ""
+		if c.pending != nil {
+			s.PendingTokenID = c.pending.TokenID()
+		}
+	})
+	return nil
+}
+
+// retireDelay is how long a superseded token stays valid after the new
+// join info was published: a worker that read the old info just before has
+// up to one poll interval and one join to use it.
+func (c *ControlPlane) retireDelay() time.Duration {
+	return c.Config.Worker.PollInterval.Duration + c.Config.Kubeadm.JoinTimeout.Duration
+}
+
+// deleteRetiredTokens deletes the superseded tokens whose grace ended.
+func (c *ControlPlane) deleteRetiredTokens(ctx context.Context) {
+	now := c.Clock.Now()
+	for _, r := range c.Reporter.State().RetiredTokens {
+		if now.Before(r.DeleteAfter) {
+			continue
+		}
+		if err := c.deleteToken(ctx, r.ID); err != nil {
+			c.Log.Warn("cannot delete the superseded bootstrap token; it will expire by itself",
+				zap.String("tokenID", r.ID), zap.Error(err))
+		} else {
+			c.Log.Info("deleted superseded bootstrap token", zap.String("tokenID", r.ID))
+		}
+		c.step(stepAfterOldDeleted)
+		c.Reporter.Update(func(s *state.State) {
+			s.RetiredTokens = slices.DeleteFunc(s.RetiredTokens, func(x state.RetiredToken) bool { return x.ID == r.ID })
+		})
 	}
 }
 
 // publishedIsOurs checks with a conditional GET that join.json is still the
 // object this agent wrote; it returns why not, or "".
 func (c *ControlPlane) publishedIsOurs(ctx context.Context, st state.State) string {
-	f, err := c.Store.Fetch(ctx, st.PublishedETag)
+	f, err := c.fetch(ctx, st.PublishedETag)
 	switch {
 	case errors.Is(err, join.ErrNotFound):
 		return "join info in S3 was removed"
 	case err != nil:
-		c.Log.Warn("cannot check the published join info", zap.Error(err))
+		// Logged once per kind of failure, not at every verify round.
+		if class := errorClass(err); class != c.verifyProblem {
+			c.verifyProblem = class
+			c.Log.Warn("cannot check the published join info", zap.String("object", c.Store.URL()), zap.Error(err))
+		}
 		return ""
 	case f.NotModified:
+		c.verifyProblem = ""
 		return ""
 	}
 	return "join info in S3 was changed by another writer"
 }
 
 // rotate creates a new token (unless one is pending), publishes join info
-// for it and deletes the superseded token from the cluster.
+// for it and retires the superseded token.
 func (c *ControlPlane) rotate(ctx context.Context) error {
 	st := c.Reporter.State()
 	now := c.Clock.Now()
+	gen, err := join.NextGeneration(st.JoinGeneration)
+	if err != nil {
+		return fmt.Errorf("next join info generation after %d: %w", st.JoinGeneration, err)
+	}
 	// A pending token that has lost a quarter of its life is not worth
 	// publishing: remove it from the cluster and make a fresh one.
 	if c.pending != nil && now.After(c.pending.IssuedAt.Add(c.ttl()/4)) {
-		if err := c.Kubeadm.TokenDelete(ctx, c.AdminKubeconfig, c.pending.TokenID()); err != nil {
+		if err := c.deleteToken(ctx, c.pending.TokenID()); err != nil {
 			c.Log.Warn("cannot delete an unpublished bootstrap token; it will expire by itself",
 				zap.String("tokenID", c.pending.TokenID()), zap.Error(err))
 		}
 		c.pending = nil
+		c.Reporter.Update(func(s *state.State) { s.PendingTokenID = "" })
 	}
 	if c.pending == nil {
-		token, err := c.NewToken()
+		c.Reporter.Phase(state.PhasePublishing, fmt.Sprintf("creating a bootstrap token for join info generation %d", gen),
+			zap.Int64("generation", gen))
+		token, err := tokenCall(ctx, c.Progress, func(ctx context.Context) (string, error) {
+			return c.Kubeadm.TokenCreate(ctx, c.AdminKubeconfig, c.ttl(), kubeadm.TokenDescription(gen))
+		})
 		if err != nil {
-			return fmt.Errorf("generate bootstrap token: %w", err)
-		}
-		info := c.newInfo(token, now)
-		gen := st.JoinGeneration + 1
-		c.Reporter.Phase(state.PhasePublishing, fmt.Sprintf("creating bootstrap token %s", info.TokenID()),
-			zap.String("tokenID", info.TokenID()), zap.Int64("generation", gen))
-		if err := c.Kubeadm.TokenCreate(ctx, c.AdminKubeconfig, token, c.ttl(), kubeadm.TokenDescription(gen)); err != nil {
 			return fmt.Errorf("create bootstrap token: %w", err)
 		}
-		c.pending = info
+		c.pending = c.newInfo(token, now)
+		c.Reporter.Update(func(s *state.State) { s.PendingTokenID = c.pending.TokenID() })
+		c.step(stepAfterTokenMade)
 	}
 	info := *c.pending
 	hash, err := kubeadm.CACertHash(c.CACert)
@@ -305,38 +604,46 @@ func (c *ControlPlane) rotate(ctx context.Context) error {
 		return err
 	}
 	info.CACertHashes = []string{hash}
-	info.Generation = st.JoinGeneration + 1
+	info.Generation = gen
 
-	etag, err := c.Store.Publish(ctx, &info, st.PublishedETag)
+	etag, err := c.publish(ctx, &info, st.PublishedETag)
+	if errors.Is(err, join.ErrNotFound) {
+		// Removed since this agent wrote it (an operator's aws s3 rm, a
+		// delete marker): the If-Match write has nothing to match.
+		c.Log.Warn("join info in S3 was removed; publishing it again", zap.String("object", c.Store.URL()))
+		etag, err = c.publish(ctx, &info, "")
+	}
 	if errors.Is(err, join.ErrConflict) {
 		etag, err = c.replaceForeign(ctx, &info, st.PublishedETag)
 	}
 	if err != nil {
 		return fmt.Errorf("publish join info: %w", err)
 	}
+	c.step(stepAfterPublish)
 	c.pending = nil
+	old := st.TokenID
 	c.Reporter.Update(func(s *state.State) {
 		s.JoinGeneration, s.TokenID, s.TokenExpiresAt = info.Generation, info.TokenID(), info.ExpiresAt
 		s.PublishedETag, s.LastPublish, s.APIEndpoint = etag, c.Clock.Now().UTC(), info.APIServerEndpoint
+		s.PendingTokenID = ""
+		if old != "" && old != info.TokenID() {
+			deleteAfter := c.Clock.Now().Add(c.retireDelay())
+			if deleteAfter.Before(st.TokenExpiresAt) || st.TokenExpiresAt.IsZero() {
+				s.RetiredTokens = append(s.RetiredTokens, state.RetiredToken{ID: old, DeleteAfter: deleteAfter.UTC()})
+			}
+		}
 	})
+	c.step(stepAfterStateWrite)
 	c.Log.Info("published join info", zap.String("object", c.Store.URL()), zap.Int64("generation", info.Generation),
 		zap.String("tokenID", info.TokenID()), zap.Time("expiresAt", info.ExpiresAt))
-	if old := st.TokenID; old != "" && old != info.TokenID() {
-		if err := c.Kubeadm.TokenDelete(ctx, c.AdminKubeconfig, old); err != nil {
-			c.Log.Warn("cannot delete the superseded bootstrap token; it will expire by itself",
-				zap.String("tokenID", old), zap.Error(err))
-		} else {
-			c.Log.Info("deleted superseded bootstrap token", zap.String("tokenID", old))
-		}
-	}
 	return nil
 }
 
 // replaceForeign handles a conditional write that lost: someone else wrote
-// (or removed) join.json. The agent is the only legitimate writer, so it says
-// so loudly and replaces the object, conditionally on what it now sees.
+// join.json. The agent is the only legitimate writer, so it says so loudly
+// and replaces the object, conditionally on what it now sees.
 func (c *ControlPlane) replaceForeign(ctx context.Context, info *join.Info, expected string) (string, error) {
-	f, err := c.Store.Fetch(ctx, "")
+	f, err := c.fetch(ctx, "")
 	current := ""
 	switch {
 	case errors.Is(err, join.ErrNotFound):
@@ -348,10 +655,28 @@ func (c *ControlPlane) replaceForeign(ctx context.Context, info *join.Info, expe
 			Generation int64 `json:"generation"`
 		}
 		if json.Unmarshal(f.Body, &seen) == nil && seen.Generation >= info.Generation {
-			info.Generation = seen.Generation + 1
+			c.followGeneration(info, seen.Generation)
 		}
 	}
 	c.Log.Warn("join info in S3 is not the object this agent last wrote; replacing it",
 		zap.String("object", c.Store.URL()), zap.String("expectedETag", expected), zap.String("foundETag", current))
-	return c.Store.Publish(ctx, info, current)
+	return c.publish(ctx, info, current)
+}
+
+// followGeneration moves info's generation past a foreign one, so workers
+// that remember a refused generation accept the replacement; a foreign
+// generation too far ahead (near the end of the range, or an implausible
+// jump) is logged and ignored.
+func (c *ControlPlane) followGeneration(info *join.Info, foreign int64) {
+	if foreign-info.Generation > maxGenerationJump {
+		c.Log.Warn("ignoring the implausible generation of foreign join info",
+			zap.Int64("foreignGeneration", foreign), zap.Int64("generation", info.Generation))
+		return
+	}
+	next, err := join.NextGeneration(foreign)
+	if err != nil {
+		c.Log.Warn("ignoring the generation of foreign join info", zap.Int64("foreignGeneration", foreign), zap.Error(err))
+		return
+	}
+	info.Generation = next
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +24,7 @@ func (h *harness) controlPlane() *ControlPlane {
 		Config: h.cfg, Node: kubeadm.Node{Name: "cp-1", IP: "10.0.1.10"}, Store: h.store,
 		Kubeadm: &kubeadm.Runner{Path: h.kubeadm.Path, Env: h.kubeadm.Env(), Log: h.log},
 		Clock:   h.clock, Reporter: h.reporter, Log: h.log,
-		AdminKubeconfig: h.kubeadm.AdminConf(), CACert: h.kubeadm.CACert(),
+		AdminKubeconfig: h.kubeadm.AdminConf(), CACert: h.kubeadm.CACert(), EtcdDataDir: h.kubeadm.Etcd,
 		APIHealth: func(context.Context) error { return nil },
 	}
 }
@@ -122,6 +123,20 @@ func TestControlPlaneReplacesTokenAtHalfLifeAndDeletesTheOldOne(t *testing.T) {
 	if left := first.ExpiresAt.Sub(clk.Now()); left != time.Hour {
 		t.Errorf("refreshed with %s left on the old token, want 1h", left)
 	}
+	// A worker that read the old info just before the refresh may still be
+	// joining with it: the old token stays until one poll interval and one
+	// join timeout have passed.
+	if tokens := h.kubeadm.Tokens(); len(tokens) != 2 || !slices.Contains(tokens, first.Token) {
+		t.Errorf("cluster holds %d tokens right after the refresh, want the old and the new one", len(tokens))
+	}
+	grace := h.cfg.Worker.PollInterval.Duration + h.cfg.Kubeadm.JoinTimeout.Duration
+	clk.Step(grace - time.Second)
+	idle("just before the old token's grace ends")
+	if del := h.kubeadm.CallsOf("token delete"); len(del) != 0 {
+		t.Errorf("old token deleted %s early: %q", time.Second, del)
+	}
+	clk.Step(time.Second)
+	idle("old token deleted")
 	// The superseded token is gone from the cluster; only the new one remains.
 	if tokens := h.kubeadm.Tokens(); len(tokens) != 1 || tokens[0] != second.Token {
 		t.Errorf("cluster holds %d tokens, want only the published one", len(tokens))
@@ -131,8 +146,17 @@ func TestControlPlaneReplacesTokenAtHalfLifeAndDeletesTheOldOne(t *testing.T) {
 		!strings.Contains(create[0], "--description kubestrap join token, generation 2") {
 		t.Errorf("token create calls = %q", create)
 	}
+	// kubeadm generated the token: its secret was never on a command line.
+	for _, c := range h.kubeadm.Calls() {
+		if strings.Contains(c, second.Token[7:]) || strings.Contains(c, first.Token[7:]) {
+			t.Errorf("a token secret was on kubeadm's command line: %q", kubeadm.Redact(c))
+		}
+	}
 	if del := h.kubeadm.CallsOf("token delete"); len(del) != 1 || !strings.HasPrefix(del[0], "token delete "+first.TokenID()) {
 		t.Errorf("token delete calls = %q, want one for %s", del, first.TokenID())
+	}
+	if st := h.reporter.State(); len(st.RetiredTokens) != 0 {
+		t.Errorf("retired tokens left in state: %+v", st.RetiredTokens)
 	}
 	_ = stop()
 }

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -18,6 +17,7 @@ import (
 	"github.com/kubestrap/kubestrap/internal/fsutil"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/progress"
 	"github.com/kubestrap/kubestrap/internal/state"
 )
 
@@ -51,14 +51,43 @@ type Worker struct {
 	// OnJoined, when set, runs after every successful join (the agent
 	// refreshes the kubelet's ECR credentials, which kubeadm reset removes).
 	OnJoined func()
+	// Progress is this part's watchdog heartbeat (nil: none).
+	Progress *progress.Heartbeat
+	// Lock serializes kubeadm runs across agent processes; Run waits for an
+	// orphaned kubeadm before it looks at the node (nil: no lock).
+	Lock *kubeadm.Lock
 
-	etag   string
-	cached *join.Info
+	etag string
+	// body is the last object read; it is validated again at every poll, so
+	// a refusal for a time-dependent reason (issuedAt ahead of a clock that
+	// was behind at boot) does not outlive its cause.
+	body []byte
+	// crashPoint, in tests, is called at step boundaries (see ControlPlane).
+	crashPoint func(step string)
 }
+
+// Step boundaries of the worker lifecycle (see crashPoint).
+const (
+	stepInsideJoin = "inside-join"
+	stepAfterJoin  = "after-join"
+)
+
+func (w *Worker) step(name string) {
+	if w.crashPoint != nil {
+		w.crashPoint(name)
+	}
+}
+
+// errJoinedWithoutKubeconfig is a kubeadm join that succeeded while the
+// node kubeconfig is not where the configuration says.
+var errJoinedWithoutKubeconfig = errors.New("kubeadm join succeeded but the node kubeconfig is not usable")
+
+// joinConfigName is the JoinConfiguration file in the state directory.
+const joinConfigName = "kubeadm-join.yaml"
 
 func (w *Worker) defaults() {
 	if w.KubeletKubeconfig == "" {
-		w.KubeletKubeconfig = kubeadm.KubeletKubeconfig
+		w.KubeletKubeconfig = kubeadm.Paths{Dir: w.Config.Kubeadm.ConfigDir}.Kubelet()
 	}
 	if w.MembershipCheckInterval == 0 {
 		w.MembershipCheckInterval = 10 * time.Second
@@ -73,23 +102,29 @@ func (w *Worker) defaults() {
 
 // JoinConfigPath is where the worker writes its JoinConfiguration (0600).
 func (w *Worker) JoinConfigPath() string {
-	return filepath.Join(w.Config.StateDir, "kubeadm-join.yaml")
+	return filepath.Join(w.Config.StateDir, joinConfigName)
 }
 
 // Run joins the node and keeps it joined until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	w.defaults()
-	var minGeneration int64
+	if err := waitForKubeadmLock(ctx, w.Lock, w.Reporter, w.Progress); err != nil {
+		return err
+	}
+	removeLeftovers(w.Log, w.Config.StateDir, joinConfigName)
+	// refused is the generation whose token the API server refused; only a
+	// newer one is worth a join (0: none refused).
+	var refused int64
 	for {
 		if err := kubeadm.CheckKubeconfig(w.KubeletKubeconfig); err == nil {
 			if err := w.stayJoined(ctx); err != nil {
 				return err
 			}
 			// Membership is gone: fetch join info afresh.
-			w.etag, w.cached, minGeneration = "", nil, 0
+			w.etag, w.body, refused = "", nil, 0
 			continue
 		}
-		info, err := w.waitForJoinInfo(ctx, minGeneration)
+		info, err := w.waitForJoinInfo(ctx, refused)
 		if err != nil {
 			return err
 		}
@@ -101,11 +136,22 @@ func (w *Worker) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case kubeadm.IsTokenRejected(err):
-			minGeneration = info.Generation + 1
+			refused = info.Generation
 			w.Reporter.Phase(state.PhaseWaitingJoinInfo,
 				fmt.Sprintf("token %s was refused by %s (expired or unknown); waiting for newer join info in %s",
 					info.TokenID(), info.APIServerEndpoint, w.Source.URL()),
 				zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation), zap.Error(err))
+		case !w.Reporter.State().JoinedAt.IsZero():
+			// kubeadm join succeeded on this node before: whatever is wrong
+			// now, a reset would tear down a member of the cluster.
+			delay := w.RetryBackoff.Next()
+			w.Reporter.Condition(state.PhaseBlocked, "joined-without-kubeconfig:"+errorClass(err), fmt.Sprintf(
+				"blocked: this node joined the cluster at %s but %s is not usable, and %v; kubestrap will not reset a node "+
+					"that joined. Check kubeadm.configDir; to join afresh, run kubeadm reset -f. Checking again in %s",
+				w.Reporter.State().JoinedAt.Format(time.RFC3339), w.KubeletKubeconfig, err, delay.Round(time.Second)))
+			if err := sleep(ctx, w.Clock, w.Progress, delay); err != nil {
+				return err
+			}
 		default:
 			delay := w.RetryBackoff.Next()
 			msg := fmt.Sprintf("join failed: %v; cleaning up with kubeadm reset, retrying in %s", err, delay.Round(time.Second))
@@ -118,10 +164,13 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			w.Reporter.Phase(state.PhaseJoinFailed, msg,
 				zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation))
-			if rerr := w.Kubeadm.Reset(ctx, w.Config.Kubeadm.CRISocket); rerr != nil {
+			w.Progress.Within(ResetTimeout + kubeadm.GracePeriod)
+			rctx, cancel := context.WithTimeout(ctx, ResetTimeout)
+			if rerr := w.Kubeadm.Reset(rctx, w.Config.Kubeadm.CRISocket); rerr != nil {
 				w.Log.Warn("kubeadm reset after failed join failed", zap.Error(rerr))
 			}
-			if err := sleep(ctx, w.Clock, delay); err != nil {
+			cancel()
+			if err := sleep(ctx, w.Clock, w.Progress, delay); err != nil {
 				return err
 			}
 		}
@@ -140,7 +189,7 @@ func (w *Worker) stayJoined(ctx context.Context) error {
 	w.Reporter.Ready(state.PhaseJoined, fmt.Sprintf("joined as %s", w.Node.Name),
 		zap.Int64("generation", st.JoinGeneration))
 	for {
-		if err := sleep(ctx, w.Clock, w.MembershipCheckInterval); err != nil {
+		if err := sleep(ctx, w.Clock, w.Progress, w.MembershipCheckInterval); err != nil {
 			return err
 		}
 		if err := kubeadm.CheckKubeconfig(w.KubeletKubeconfig); err != nil {
@@ -159,76 +208,82 @@ func (w *Worker) pollDelay() time.Duration {
 }
 
 // waitForJoinInfo polls join.json with conditional GETs until it holds valid
-// join info of at least minGeneration.
-func (w *Worker) waitForJoinInfo(ctx context.Context, minGeneration int64) (*join.Info, error) {
-	url := w.Source.URL()
-	lastProblem := "waiting for join info in " + url
-	w.Reporter.Phase(state.PhaseWaitingJoinInfo, lastProblem)
-	report := func(msg string, fields ...zap.Field) {
-		if msg == lastProblem {
-			return
-		}
-		lastProblem = msg
-		if strings.HasPrefix(msg, "waiting for join info") {
-			w.Reporter.Phase(state.PhaseWaitingJoinInfo, msg, fields...)
-		} else {
-			w.Reporter.Problem(state.PhaseWaitingJoinInfo, msg, fields...)
-		}
-	}
+// join info newer than the refused generation.
+func (w *Worker) waitForJoinInfo(ctx context.Context, refused int64) (*join.Info, error) {
+	w.Reporter.Phase(state.PhaseWaitingJoinInfo, "waiting for join info in "+w.Source.URL())
 	for {
-		info, problem, fields := w.poll(ctx, minGeneration)
+		info, p := w.poll(ctx, refused)
 		if info != nil {
 			return info, nil
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if problem != "" {
-			report(problem, fields...)
+		if p.msg != "" {
+			// Reported by meaning: a repeat of the same problem (an S3
+			// outage, the same refused object) neither rewrites state.json
+			// nor logs another warning.
+			w.Reporter.Condition(state.PhaseWaitingJoinInfo, p.meaning, p.msg, p.fields...)
 		}
-		if err := sleep(ctx, w.Clock, w.pollDelay()); err != nil {
+		if err := sleep(ctx, w.Clock, w.Progress, w.pollDelay()); err != nil {
 			return nil, err
 		}
 	}
 }
 
+// pollProblem is why a poll gave no usable join info.
+type pollProblem struct {
+	// meaning identifies the problem for de-duplication; msg is for STATUS.
+	meaning, msg string
+	fields       []zap.Field
+}
+
 // poll makes one conditional GET and returns usable join info, or what is
 // wrong for STATUS.
-func (w *Worker) poll(ctx context.Context, minGeneration int64) (*join.Info, string, []zap.Field) {
+func (w *Worker) poll(ctx context.Context, refused int64) (*join.Info, pollProblem) {
 	url := w.Source.URL()
-	fetched, err := w.Source.Fetch(ctx, w.etag)
+	w.Progress.Within(RemoteCallTimeout)
+	fctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	fetched, err := w.Source.Fetch(fctx, w.etag)
+	cancel()
 	switch {
 	case errors.Is(err, join.ErrNotFound):
-		w.etag, w.cached = "", nil
-		return nil, "waiting for join info in " + url, nil
+		w.etag, w.body = "", nil
+		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url}
 	case errors.Is(err, join.ErrAccessDenied):
-		w.etag, w.cached = "", nil
-		return nil, fmt.Sprintf("waiting for join info in %s (S3 denies access: not published yet, "+
-			"or the instance role lacks s3:GetObject on it)", url), nil
+		w.etag, w.body = "", nil
+		return nil, pollProblem{meaning: "access-denied", msg: fmt.Sprintf("waiting for join info in %s (S3 denies access: not published yet, "+
+			"or the instance role lacks s3:GetObject on it)", url)}
 	case err != nil:
-		return nil, fmt.Sprintf("cannot read join info from %s: %v; retrying", url, err), nil
+		return nil, pollProblem{meaning: "read-error:" + errorClass(err), msg: fmt.Sprintf("cannot read join info from %s: %v; retrying", url, err)}
 	}
-	info := w.cached
 	if !fetched.NotModified {
-		w.etag, w.cached = fetched.ETag, nil
-		parsed, err := join.Parse(fetched.Body, w.expectations())
-		if err != nil {
-			return nil, refusal(url, err), []zap.Field{zap.String("etag", fetched.ETag)}
-		}
-		w.cached, info = parsed, parsed
+		w.etag, w.body = fetched.ETag, fetched.Body
 	}
-	if info == nil {
-		// Unchanged since it was refused.
-		return nil, "", nil
+	if w.body == nil {
+		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url}
 	}
-	if err := info.Validate(w.expectations()); err != nil {
-		return nil, refusal(url, err), nil
+	// Validated at every poll, also when unchanged: expiry and clock skew
+	// depend on the time.
+	info, err := join.Parse(w.body, w.expectations())
+	if err != nil {
+		return nil, pollProblem{meaning: "refused:" + w.etag + ":" + refusalField(err), msg: refusal(url, err),
+			fields: []zap.Field{zap.String("etag", w.etag)}}
 	}
-	if info.Generation < minGeneration {
-		return nil, fmt.Sprintf("join info generation %d was already refused by the API server; waiting for newer join info in %s",
-			info.Generation, url), nil
+	if info.Generation <= refused {
+		return nil, pollProblem{meaning: fmt.Sprintf("generation-refused:%d", info.Generation),
+			msg: fmt.Sprintf("join info generation %d was already refused by the API server; waiting for newer join info in %s",
+				info.Generation, url)}
 	}
-	return info, "", nil
+	return info, pollProblem{}
+}
+
+func refusalField(err error) string {
+	var r *join.Rejection
+	if errors.As(err, &r) {
+		return r.Field
+	}
+	return ""
 }
 
 // refusal words a validation failure for STATUS. Stale join info usually
@@ -259,7 +314,8 @@ func (w *Worker) join(ctx context.Context, info *join.Info) error {
 	if err := fsutil.WriteFileAtomic(path, doc, 0o600); err != nil {
 		return fmt.Errorf("write join configuration: %w", err)
 	}
-	// The file holds the token secret: keep it only while kubeadm needs it.
+	// The file holds the token secret: keep it only while kubeadm needs it
+	// (a leftover of a killed agent is removed at the next start).
 	defer os.Remove(path)
 
 	w.Reporter.Update(func(s *state.State) {
@@ -269,15 +325,19 @@ func (w *Worker) join(ctx context.Context, info *join.Info) error {
 	w.Reporter.Phase(state.PhaseJoining,
 		fmt.Sprintf("joining %s with token %s", info.APIServerEndpoint, info.TokenID()),
 		zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation))
+	w.Progress.Within(w.Config.Kubeadm.JoinTimeout.Duration + kubeadm.GracePeriod)
 	jctx, cancel := context.WithTimeout(ctx, w.Config.Kubeadm.JoinTimeout.Duration)
 	defer cancel()
-	if err := w.Kubeadm.Join(jctx, path); err != nil {
+	err = w.Kubeadm.Join(jctx, path)
+	w.step(stepInsideJoin)
+	if err != nil {
 		return fmt.Errorf("kubeadm join: %w", err)
 	}
-	if err := kubeadm.CheckKubeconfig(w.KubeletKubeconfig); err != nil {
-		return fmt.Errorf("kubeadm join succeeded but the node kubeconfig is not usable: %w", err)
-	}
 	w.Reporter.Update(func(s *state.State) { s.JoinedAt = w.Clock.Now().UTC() })
+	w.step(stepAfterJoin)
+	if err := kubeadm.CheckKubeconfig(w.KubeletKubeconfig); err != nil {
+		return fmt.Errorf("%w: %w", errJoinedWithoutKubeconfig, err)
+	}
 	if w.OnJoined != nil {
 		w.OnJoined()
 	}

@@ -33,6 +33,11 @@ const (
 	PhasePublishing      Phase = "Publishing"
 	PhasePublished       Phase = "Published"
 	PhaseDegraded        Phase = "Degraded"
+	// PhaseBlocked means the agent found something it must not repair on
+	// its own (a control plane whose files disagree with its state, a join
+	// whose kubeconfig is not where the configuration says); STATUS says
+	// what and what the operator should do. The agent keeps checking.
+	PhaseBlocked Phase = "Blocked"
 )
 
 // State is the content of state.json.
@@ -53,12 +58,27 @@ type State struct {
 	PublishedETag string    `json:"publishedETag,omitempty"`
 	APIEndpoint   string    `json:"apiServerEndpoint,omitempty"`
 	InitializedAt time.Time `json:"initializedAt,omitzero"`
-	JoinedAt      time.Time `json:"joinedAt,omitzero"`
+	// InitStartedAt is written before kubeadm init runs; with InitializedAt
+	// still zero it marks an init that was interrupted.
+	InitStartedAt time.Time `json:"initStartedAt,omitzero"`
+	// PendingTokenID is a token created in the cluster whose join info is
+	// not known to be published yet (its secret lives only in memory).
+	PendingTokenID string `json:"pendingTokenId,omitempty"`
+	// RetiredTokens were superseded by a newer publication; each is deleted
+	// from the cluster once workers that read the old info had time to join.
+	RetiredTokens []RetiredToken `json:"retiredTokens,omitempty"`
+	JoinedAt      time.Time      `json:"joinedAt,omitzero"`
 	// ECR credentials.
 	ECRExpiresAt   time.Time `json:"ecrExpiresAt,omitzero"`
 	ECRRefreshedAt time.Time `json:"ecrRefreshedAt,omitzero"`
 	ECRRegistries  []string  `json:"ecrRegistries,omitempty"`
 	ECRError       string    `json:"ecrError,omitempty"`
+}
+
+// RetiredToken is a superseded bootstrap token kept alive for a while.
+type RetiredToken struct {
+	ID          string    `json:"id"`
+	DeleteAfter time.Time `json:"deleteAfter"`
 }
 
 // Path returns the state file path inside dir.
@@ -75,9 +95,36 @@ func Load(dir string) (*State, error) {
 	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("decode state %s: %w", Path(dir), err)
+		return nil, &CorruptError{Path: Path(dir), Err: err}
 	}
 	return &s, nil
+}
+
+// CorruptError is a state file that exists but cannot be decoded.
+type CorruptError struct {
+	Path string
+	Err  error
+}
+
+func (e *CorruptError) Error() string { return fmt.Sprintf("decode state %s: %v", e.Path, e.Err) }
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// LoadOrSetAside reads the state file; a file that cannot be decoded (a torn
+// disk, a bad hand edit) is renamed to state.json.corrupt-<unix time> and an
+// empty State is returned with the new name, so the agent can rebuild its
+// state from the node instead of failing at every start.
+func LoadOrSetAside(dir string, now time.Time) (s *State, setAside string, err error) {
+	s, err = Load(dir)
+	var ce *CorruptError
+	if !errors.As(err, &ce) {
+		return s, "", err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%d", Path(dir), now.Unix())
+	if rerr := os.Rename(Path(dir), aside); rerr != nil {
+		return nil, "", fmt.Errorf("%w; moving it aside failed: %v", err, rerr)
+	}
+	return &State{}, aside, nil
 }
 
 // Save writes the state file atomically.

@@ -4,10 +4,12 @@ package systemd
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"go.uber.org/zap"
 )
 
 // statusPrefix starts a free-form status line (go-systemd has no constant for it).
@@ -79,22 +81,87 @@ func (n *Notifier) IsReady() bool {
 // Stopping sends STOPPING=1.
 func (n *Notifier) Stopping() { n.notify(daemon.SdNotifyStopping) }
 
+// replaceStatus sends STATUS=next when the last status sent is still old.
+func (n *Notifier) replaceStatus(old, next string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.status != old || next == old {
+		return
+	}
+	n.status = next
+	n.notify(statusPrefix + next)
+}
+
+func (n *Notifier) lastStatus() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.status
+}
+
 // RunWatchdog sends WATCHDOG=1 at half the interval systemd asked for
-// (WATCHDOG_USEC) until ctx ends; it returns at once when no watchdog is set.
-func (n *Notifier) RunWatchdog(ctx context.Context) {
+// (WATCHDOG_USEC) until ctx ends, but only while stale returns no part: a
+// part of the agent that stopped showing progress (a call that never
+// answers, a deadlock) stops the pings, and systemd kills and restarts the
+// agent after WatchdogSec. It says so once in the log (log may be nil) and in
+// a STATUS naming the stale parts, and puts the previous status back if every
+// part shows progress again in time. A nil stale means always fresh.
+// RunWatchdog returns at once when no watchdog is set.
+func (n *Notifier) RunWatchdog(ctx context.Context, stale func() []string, log *zap.Logger) {
 	interval, err := daemon.SdWatchdogEnabled(false)
 	if err != nil || interval <= 0 {
 		return
 	}
+	if stale == nil {
+		stale = func() []string { return nil }
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	w := &watchdog{n: n, stale: stale, log: log, interval: interval}
 	t := time.NewTicker(interval / 2)
 	defer t.Stop()
-	n.notify(daemon.SdNotifyWatchdog)
 	for {
+		w.tick()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.notify(daemon.SdNotifyWatchdog)
 		}
 	}
+}
+
+type watchdog struct {
+	n        *Notifier
+	stale    func() []string
+	log      *zap.Logger
+	interval time.Duration
+	// stuck names the stale parts ("" while all are fresh); stuckStatus is
+	// the STATUS sent about them, before the status it replaced.
+	stuck, stuckStatus, before string
+}
+
+func (w *watchdog) tick() {
+	parts := w.stale()
+	if len(parts) == 0 {
+		if w.stuck != "" {
+			w.log.Info("every part of the agent shows progress again; feeding the watchdog",
+				zap.String("wasStale", w.stuck))
+			w.n.replaceStatus(w.stuckStatus, w.before)
+			w.stuck = ""
+		}
+		w.n.notify(daemon.SdNotifyWatchdog)
+		return
+	}
+	names := strings.Join(parts, ", ")
+	if names == w.stuck {
+		return
+	}
+	if w.stuck == "" {
+		w.before = w.n.lastStatus()
+	}
+	w.stuck = names
+	w.log.Warn("no progress from a part of the agent; stopped feeding the watchdog, systemd will restart the agent",
+		zap.Strings("stale", parts), zap.Duration("watchdogSec", w.interval))
+	w.stuckStatus = "stuck: no progress from " + names + "; systemd will restart kubestrap"
+	w.n.Status(w.stuckStatus)
 }

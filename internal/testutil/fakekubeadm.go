@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
@@ -17,8 +18,9 @@ func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
 // FakeKubeadm is a built test/fakekubeadm executable with its own state.
 type FakeKubeadm struct {
 	Path string
-	// Dir holds calls.log and the accepted tokens; Etc stands in for /etc/kubernetes.
-	Dir, Etc string
+	// Dir holds calls.log and the accepted tokens; Etc stands in for
+	// /etc/kubernetes and Etcd for /var/lib/etcd.
+	Dir, Etc, Etcd string
 }
 
 // BuildFakeKubeadm compiles test/fakekubeadm into dir and returns its path;
@@ -39,7 +41,7 @@ func BuildFakeKubeadm(dir string) (string, error) {
 func NewFakeKubeadm(t testing.TB, path string) *FakeKubeadm {
 	t.Helper()
 	base := t.TempDir()
-	f := &FakeKubeadm{Path: path, Dir: filepath.Join(base, "state"), Etc: filepath.Join(base, "etc")}
+	f := &FakeKubeadm{Path: path, Dir: filepath.Join(base, "state"), Etc: filepath.Join(base, "etc"), Etcd: filepath.Join(base, "etcd")}
 	for _, d := range []string{f.Dir, f.Etc} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -50,7 +52,7 @@ func NewFakeKubeadm(t testing.TB, path string) *FakeKubeadm {
 
 // Env is the environment to run the fake with.
 func (f *FakeKubeadm) Env() []string {
-	return append(os.Environ(), "FAKE_KUBEADM_DIR="+f.Dir, "FAKE_KUBEADM_ETC="+f.Etc)
+	return append(os.Environ(), "FAKE_KUBEADM_DIR="+f.Dir, "FAKE_KUBEADM_ETC="+f.Etc, "FAKE_KUBEADM_ETCD="+f.Etcd)
 }
 
 // Calls returns the argument lists of every call so far.
@@ -92,7 +94,47 @@ func (f *FakeKubeadm) AcceptToken(t testing.TB, token string) {
 // Tokens lists the tokens the fake API server accepts.
 func (f *FakeKubeadm) Tokens() []string {
 	b, _ := os.ReadFile(filepath.Join(f.Dir, "tokens"))
-	return strings.Fields(string(b))
+	var tokens []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if t, _, _ := strings.Cut(l, "\t"); t != "" {
+			tokens = append(tokens, t)
+		}
+	}
+	return tokens
+}
+
+// TokenIDs lists the IDs of the tokens the fake API server accepts.
+func (f *FakeKubeadm) TokenIDs() []string {
+	var ids []string
+	for _, t := range f.Tokens() {
+		id, _, _ := strings.Cut(t, ".")
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// CrashNextInit makes the next init die by SIGKILL right after it wrote
+// admin.conf, the certificates, the manifests and etcd data: a reboot
+// inside kubeadm init.
+func (f *FakeKubeadm) CrashNextInit(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(f.Dir, "init-crash"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// DelayNextJoin makes the next join take d before it finishes.
+func (f *FakeKubeadm) DelayNextJoin(t testing.TB, d time.Duration) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(f.Dir, "join-delay"), []byte(d.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// InitsCompleted counts the inits that ran to the end.
+func (f *FakeKubeadm) InitsCompleted() int {
+	b, _ := os.ReadFile(filepath.Join(f.Dir, "inits-completed"))
+	return len(strings.Fields(string(b)))
 }
 
 // FailNext makes the next call of cmd ("join" or "init") fail with a non-token error.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -42,10 +43,23 @@ type FakeS3 struct {
 // NewFakeS3 starts gofakes3 on loopback with bucket created; it stops with the test.
 func NewFakeS3(t testing.TB, bucket string) *FakeS3 {
 	t.Helper()
-	faker := gofakes3.New(s3mem.New())
+	backend := s3mem.New()
+	faker := gofakes3.New(backend)
 	counts := &RequestCounts{}
 	handler := faker.Server()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Real S3 answers a PUT with If-Match on a missing object (removed,
+		// or hidden by a delete marker) with 404 NoSuchKey; gofakes3 with 412.
+		if r.Method == http.MethodPut && r.Header.Get("If-Match") != "" {
+			bucketName, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+			if _, err := backend.HeadObject(bucketName, key); err != nil {
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusNotFound)
+				_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code>` +
+					`<Message>The specified key does not exist.</Message></Error>`))
+				return
+			}
+		}
 		counts.mu.Lock()
 		switch r.Method {
 		case http.MethodGet:
@@ -82,5 +96,16 @@ func (f *FakeS3) Put(t testing.TB, key string, body []byte) {
 	})
 	if err != nil {
 		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+// Delete removes key, as an operator's `aws s3 rm` would.
+func (f *FakeS3) Delete(t testing.TB, key string) {
+	t.Helper()
+	_, err := f.Client.DeleteObject(context.Background(), &s3.DeleteObjectInput{
+		Bucket: aws.String(f.Bucket), Key: aws.String(key),
+	})
+	if err != nil {
+		t.Fatalf("delete %s: %v", key, err)
 	}
 }

@@ -43,6 +43,7 @@ nodeName: %s
 aws: {s3UsePathStyle: true, imdsTimeout: 60s}
 kubeadm: {path: %s, configDir: %s, controlPlaneEndpoint: "%s"}
 controlPlane: {tokenTTL: %s}
+worker: {expiryMargin: 20s}
 ecr: {enabled: false}
 `, cluster, bucket, filepath.Join(c.dir, "state"), name, b.fake, c.etc, apiEndpoint, ttl)
 	if err := os.WriteFile(c.cfg, []byte(cfg), 0o600); err != nil {

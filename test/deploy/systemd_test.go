@@ -68,7 +68,7 @@ func (u unitFile) words(section, key string) []string {
 }
 
 // TestUnitContract checks the settings other parts of kubestrap rely on
-// (DESIGN.md: systemd), and that the hardening leaves kubeadm alone.
+// (docs/design.md: systemd), and that the hardening leaves kubeadm alone.
 func TestUnitContract(t *testing.T) {
 	u := parseUnit(t, repoPath(t, "systemd", "kubestrap.service"))
 
@@ -86,8 +86,8 @@ func TestUnitContract(t *testing.T) {
 			t.Errorf("[Service] %s=%s, want %s", k, got, v)
 		}
 	}
-	restartSec, err := time.ParseDuration(u.one(t, "Service", "RestartSec"))
-	if err != nil || restartSec < time.Second || restartSec > 30*time.Second {
+	restartDelay, err := time.ParseDuration(u.one(t, "Service", "RestartSec"))
+	if err != nil || restartDelay < time.Second || restartDelay > 30*time.Second {
 		t.Errorf("RestartSec=%s: want a duration between 1s and 30s (%v)", u.one(t, "Service", "RestartSec"), err)
 	}
 	for _, dep := range []string{"network-online.target", "containerd.service"} {
@@ -120,6 +120,60 @@ func TestUnitContract(t *testing.T) {
 		if got := u.one(t, "Service", k); got != "yes" {
 			t.Errorf("[Service] %s=%s, want yes", k, got)
 		}
+	}
+}
+
+// TestUnitDoesNotRestartBadConfiguration: a configuration that a restart
+// cannot fix makes the agent exit 2, and the unit then stays failed instead of
+// starting it again every RestartSec (Restart=always alone would, forever).
+// Both halves are checked: the unit's settings, and the exit code of the
+// unit's own ExecStart command line run on bad configurations.
+func TestUnitDoesNotRestartBadConfiguration(t *testing.T) {
+	u := parseUnit(t, repoPath(t, "systemd", "kubestrap.service"))
+	if got := u.words("Service", "RestartPreventExitStatus"); !slices.Contains(got, "2") {
+		t.Errorf("[Service] RestartPreventExitStatus=%q: want 2 (invalid configuration) in it", got)
+	}
+	if got := u.words("Service", "RestartForceExitStatus"); slices.Contains(got, "2") {
+		t.Errorf("[Service] RestartForceExitStatus=%q would restart exit 2 after all", got)
+	}
+	dropIn := parseUnit(t, repoPath(t, "systemd", "kubestrap.service.d", "10-endpoints.conf.example"))
+	for _, k := range []string{"RestartPreventExitStatus", "RestartForceExitStatus", "Restart"} {
+		if vs, ok := dropIn["Service"][k]; ok {
+			t.Errorf("the example drop-in sets %s=%q: it must leave the restart policy alone", k, vs)
+		}
+	}
+
+	execStart := strings.Fields(u.one(t, "Service", "ExecStart"))
+	i := slices.Index(execStart, "--config")
+	if len(execStart) < 2 || i < 0 || i+1 >= len(execStart) {
+		t.Fatalf("ExecStart=%q: want /usr/bin/kubestrap run --config FILE", execStart)
+	}
+	base := "apiVersion: kubestrap.dev/v1alpha1\nkind: AgentConfig\ncluster: demo\nrole: worker\nbucket: demo-bootstrap\n" +
+		"aws: {region: eu-west-1, imdsTimeout: 1s}\necr: {enabled: false}\n"
+	kubeadm := filepath.Join(t.TempDir(), "kubeadm")
+	if err := os.WriteFile(kubeadm, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, doc, field string }{
+		{"bad field", strings.Replace(base, "role: worker", "role: wroker", 1) + "kubeadm: {path: " + kubeadm + "}\n", "role"},
+		{"kubeadm missing", base + "kubeadm: {path: /nonexistent/kubeadm}\n", "kubeadm.path"},
+		{"token half-life within the workers' margin", base + "kubeadm: {path: " + kubeadm + "}\ncontrolPlane: {tokenTTL: 3m}\n",
+			"controlPlane.tokenTTL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "config.yaml")
+			doc := tc.doc + "stateDir: " + filepath.Join(dir, "state") + "\n"
+			if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := slices.Clone(execStart[1:]) // the unit's arguments, with --config's value replaced
+			args[i] = cfg
+			res := runCmd(t, cmdSpec{timeout: 30 * time.Second}, kubestrapBin(t), args...)
+			if res.code != 2 || !strings.Contains(res.stderr, tc.field+": ") {
+				t.Errorf("ExecStart with a bad configuration: want exit 2 (not restarted) naming %s, got %s", tc.field, res)
+			}
+		})
 	}
 }
 

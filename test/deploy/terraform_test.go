@@ -206,6 +206,10 @@ func userDataRoot(t *testing.T, script string) string {
 	if err := copyFile(kubestrapBin(t), filepath.Join(root, "usr/bin/kubestrap"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The AMI has kubeadm; the agent checks kubeadm.path before it starts.
+	if err := os.WriteFile(filepath.Join(root, "usr/bin/kubeadm"), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(root, "user-data"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,16 @@
 //	$FAKE_KUBEADM_DIR/fail-next-join make the next join fail (not a token error)
 //	$FAKE_KUBEADM_DIR/fail-next-init make the next init fail
 //	$FAKE_KUBEADM_DIR/fail-next-join-node-exists  the next join finds a Ready Node of its name
+//	$FAKE_KUBEADM_DIR/init-crash     the next init dies (SIGKILL) right after its kubeconfig phase
+//	$FAKE_KUBEADM_DIR/join-delay     the next join waits this long (a Go duration) before it finishes
+//	$FAKE_KUBEADM_DIR/pids           one line per run: its PID (for tests that kill it)
 //	$FAKE_KUBEADM_ETC                stands in for /etc/kubernetes
+//	$FAKE_KUBEADM_ETCD               stands in for /var/lib/etcd
+//
+// tokens holds one token per line, optionally followed by a tab and its
+// description. Like kubeadm, init refuses to run over an existing control
+// plane (manifests or etcd data present), and token create without an
+// argument generates the token and prints it.
 package main
 
 import (
@@ -17,6 +26,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -24,6 +34,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -35,7 +46,12 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "fakekubeadm: FAKE_KUBEADM_DIR and FAKE_KUBEADM_ETC must be set")
 		return 3
 	}
+	etcd := os.Getenv("FAKE_KUBEADM_ETCD")
+	if etcd == "" {
+		etcd = filepath.Join(dir, "etcd")
+	}
 	appendLine(filepath.Join(dir, "calls.log"), fmt.Sprintf("%d %s", time.Now().UnixNano(), strings.Join(args, " ")))
+	appendLine(filepath.Join(dir, "pids"), fmt.Sprint(os.Getpid()))
 	if len(args) == 0 {
 		return fail("unknown command")
 	}
@@ -43,13 +59,21 @@ func run(args []string) int {
 	case args[0] == "join":
 		return join(dir, etc, flagValue(args, "--config"))
 	case args[0] == "reset":
-		return reset(etc)
+		return reset(etc, etcd)
 	case args[0] == "init":
-		return initCluster(dir, etc, flagValue(args, "--config"))
-	case len(args) > 2 && args[0] == "token" && args[1] == "create":
-		appendLine(filepath.Join(dir, "tokens"), args[2])
-		fmt.Println(args[2])
+		return initCluster(dir, etc, etcd, flagValue(args, "--config"))
+	case len(args) > 1 && args[0] == "token" && args[1] == "create":
+		token := ""
+		if len(args) > 2 && !strings.HasPrefix(args[2], "-") {
+			token = args[2]
+		} else {
+			token = randomToken()
+		}
+		appendLine(filepath.Join(dir, "tokens"), token+"\t"+flagValue(args, "--description"))
+		fmt.Println(token)
 		return 0
+	case len(args) > 1 && args[0] == "token" && args[1] == "list":
+		return listTokens(dir)
 	case len(args) > 2 && args[0] == "token" && args[1] == "delete":
 		removeToken(dir, args[2])
 		fmt.Printf("bootstrap token %q deleted\n", args[2])
@@ -85,6 +109,12 @@ func join(dir, etc, config string) int {
 		return fail("error execution phase kubelet-start: a Node with name \"node-a\" and status \"Ready\" already exists in the cluster. " +
 			"You must delete the existing Node or change the name of this new joining Node")
 	}
+	if d, err := os.ReadFile(filepath.Join(dir, "join-delay")); err == nil {
+		_ = os.Remove(filepath.Join(dir, "join-delay"))
+		if delay, err := time.ParseDuration(strings.TrimSpace(string(d))); err == nil {
+			time.Sleep(delay)
+		}
+	}
 	if !hasToken(dir, m[1]+"."+m[2]) {
 		return fail(fmt.Sprintf("error execution phase preflight: couldn't validate the identity of the API Server: "+
 			"could not find a JWS signature in the cluster-info ConfigMap for token ID %q", m[1]))
@@ -102,36 +132,70 @@ func join(dir, etc, config string) int {
 	return 0
 }
 
-func reset(etc string) int {
+func reset(etc, etcd string) int {
 	fmt.Println("[preflight] Running pre-flight checks")
-	for _, f := range []string{"kubelet.conf", "admin.conf", "pki/ca.crt"} {
-		_ = os.Remove(filepath.Join(etc, f))
+	for _, f := range []string{"kubelet.conf", "admin.conf", "pki", "manifests"} {
+		_ = os.RemoveAll(filepath.Join(etc, f))
 	}
+	_ = os.RemoveAll(etcd)
 	fmt.Println("[reset] Deleted contents of the etc directories: [/etc/kubernetes/manifests /etc/kubernetes/pki]")
 	fmt.Println("[reset] Deleting files: [/etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf]")
 	return 0
 }
 
-func initCluster(dir, etc, config string) int {
+func initCluster(dir, etc, etcd, config string) int {
 	fmt.Println("[init] Using Kubernetes version: v1.37.2")
 	fmt.Println("[preflight] Running pre-flight checks")
 	b, err := os.ReadFile(config)
 	if err != nil {
 		return fail(fmt.Sprintf("unable to read config from %q : %v", config, err))
 	}
+	var preflight []string
+	if _, err := os.Stat(filepath.Join(etc, "manifests", "kube-apiserver.yaml")); err == nil {
+		preflight = append(preflight, "\t[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]: "+
+			"/etc/kubernetes/manifests/kube-apiserver.yaml already exists")
+	}
+	if entries, _ := os.ReadDir(etcd); len(entries) > 0 {
+		preflight = append(preflight, "\t[ERROR DirAvailable--var-lib-etcd]: /var/lib/etcd is not empty")
+	}
+	if len(preflight) > 0 {
+		return fail("[preflight] Some fatal errors occurred:\n" + strings.Join(preflight, "\n") +
+			"\n[preflight] If you know what you are doing, you can make a check non-fatal with `--ignore-preflight-errors=...`")
+	}
 	if consume(filepath.Join(dir, "fail-next-init")) {
 		return fail("error execution phase wait-control-plane: failed while waiting for the control plane to start: " +
 			"kube-apiserver check failed at https://10.0.1.10:6443/livez: context deadline exceeded")
 	}
-	if m := tokenField.FindStringSubmatch(string(b)); m != nil {
-		appendLine(filepath.Join(dir, "tokens"), m[1]+"."+m[2])
-	}
+	fmt.Println("[certs] Generating \"ca\" certificate and key")
 	if err := writeCA(filepath.Join(etc, "pki", "ca.crt")); err != nil {
 		return fail(err.Error())
 	}
+	if err := os.WriteFile(filepath.Join(etc, "pki", "ca.key"), []byte("fake key\n"), 0o600); err != nil {
+		return fail(err.Error())
+	}
+	fmt.Println("[kubeconfig] Writing \"admin.conf\" kubeconfig file")
 	if err := writeKubeconfig(filepath.Join(etc, "admin.conf")); err != nil {
 		return fail(err.Error())
 	}
+	fmt.Println("[control-plane] Creating static Pod manifest for \"kube-apiserver\"")
+	if err := os.MkdirAll(filepath.Join(etc, "manifests"), 0o755); err != nil {
+		return fail(err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(etc, "manifests", "kube-apiserver.yaml"), []byte("kind: Pod\n"), 0o600); err != nil {
+		return fail(err.Error())
+	}
+	if err := os.MkdirAll(filepath.Join(etcd, "member"), 0o700); err != nil {
+		return fail(err.Error())
+	}
+	if consume(filepath.Join(dir, "init-crash")) {
+		// As if the machine lost power: no cleanup, no output.
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	fmt.Println("[bootstrap-token] Configuring bootstrap tokens, cluster-info ConfigMap, RBAC Roles")
+	if m := tokenField.FindStringSubmatch(string(b)); m != nil {
+		appendLine(filepath.Join(dir, "tokens"), m[1]+"."+m[2]+"\t"+initTokenDescription(string(b)))
+	}
+	appendLine(filepath.Join(dir, "inits-completed"), fmt.Sprint(time.Now().UnixNano()))
 	fmt.Println("\nYour Kubernetes control-plane has initialized successfully!")
 	return 0
 }
@@ -201,11 +265,50 @@ func consume(path string) bool { return os.Remove(path) == nil }
 func hasToken(dir, token string) bool {
 	b, _ := os.ReadFile(filepath.Join(dir, "tokens"))
 	for _, l := range strings.Split(string(b), "\n") {
-		if l == token {
+		if t, _, _ := strings.Cut(l, "\t"); t == token {
 			return true
 		}
 	}
 	return false
+}
+
+// listTokens prints the tokens as `kubeadm token list -o json` does: one
+// JSON object per token, secret included.
+func listTokens(dir string) int {
+	b, _ := os.ReadFile(filepath.Join(dir, "tokens"))
+	for _, l := range strings.Split(string(b), "\n") {
+		token, desc, _ := strings.Cut(l, "\t")
+		if token == "" {
+			continue
+		}
+		out, _ := json.MarshalIndent(map[string]any{
+			"kind": "BootstrapToken", "apiVersion": "output.kubeadm.k8s.io/v1alpha3",
+			"token": token, "description": desc, "usages": []string{"authentication", "signing"},
+			"groups": []string{"system:bootstrappers:kubeadm:default-node-token"},
+		}, "", "    ")
+		fmt.Println(string(out))
+	}
+	return 0
+}
+
+var descriptionField = regexp.MustCompile(`(?m)^\s*-?\s*description: (.*)$`)
+
+func initTokenDescription(config string) string {
+	if m := descriptionField.FindStringSubmatch(config); m != nil {
+		return strings.Trim(m[1], `"'`)
+	}
+	return ""
+}
+
+func randomToken() string {
+	const chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 23)
+	_, _ = rand.Read(b) // never fails on Linux (Go 1.24+ crashes instead)
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	b[6] = '.'
+	return string(b)
 }
 
 func removeToken(dir, id string) {

@@ -244,6 +244,11 @@ func TestControlPlaneAgentPublishesJoinInfoThatRealKubeadmAccepts(t *testing.T) 
 	cfg.Kubeadm.IgnorePreflightErrors = []string{"all"}
 	cfg.Kubeadm.DiscoveryTimeout = config.Duration{Duration: 10 * time.Second}
 	cfg.ControlPlane.TokenTTL = config.Duration{Duration: time.Minute}
+	// A superseded token stays valid for one poll interval and one join
+	// timeout after the refresh: 21s here, inside the old token's 30s left.
+	cfg.Worker.PollInterval = config.Duration{Duration: time.Second}
+	cfg.Worker.ExpiryMargin = config.Duration{Duration: 10 * time.Second}
+	cfg.Kubeadm.JoinTimeout = config.Duration{Duration: 20 * time.Second}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +258,7 @@ func TestControlPlaneAgentPublishesJoinInfoThatRealKubeadmAccepts(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	cmdlines := scanCmdlines(t, "kubeadm")
 	agent := &role.ControlPlane{Config: &cfg, Node: kubeadm.Node{Name: "cp-host", IP: "127.0.0.1"}, Store: store,
 		Kubeadm: &kubeadm.Runner{Path: cfg.Kubeadm.Path, Log: log}, Clock: clock.RealClock{}, Reporter: reporter, Log: log,
 		AdminKubeconfig: cp.admin, CACert: cp.caCert, VerifyInterval: 2 * time.Second}
@@ -295,13 +301,22 @@ func TestControlPlaneAgentPublishesJoinInfoThatRealKubeadmAccepts(t *testing.T) 
 	if out, err := preflight(t, &tampered, &cfg); err == nil || !strings.Contains(out, "none of the public keys") {
 		t.Errorf("tampered hash: err %v\n%s", err, tail(out, 10))
 	}
-	// With a 1m TTL the token is replaced at half-life; the old one is deleted.
+	// With a 1m TTL the token is replaced at half-life.
 	var second *join.Info
-	waitFor(t, "token replaced at half-life", 90*time.Second, func() error {
+	waitFor(t, "token replaced at half-life", 60*time.Second, func() error {
 		if reporter.State().JoinGeneration < first.Generation+1 {
 			return fmt.Errorf("still generation %d", reporter.State().JoinGeneration)
 		}
 		second = read()
+		return nil
+	})
+	// A worker that read the old info just before the refresh starts its
+	// join now: real discovery with the superseded token still succeeds.
+	if out, err := preflight(t, first, &cfg); err != nil {
+		t.Fatalf("kubeadm join phase preflight with the info read just before the refresh: %v\n%s", err, tail(out, 20))
+	}
+	// The old token is deleted once its grace (poll interval + join timeout) is over.
+	waitFor(t, "old token deleted after its grace", 60*time.Second, func() error {
 		for _, id := range cp.tokenIDs(t) {
 			if id == first.TokenID() {
 				return fmt.Errorf("old token %s still listed", id)
@@ -309,6 +324,19 @@ func TestControlPlaneAgentPublishesJoinInfoThatRealKubeadmAccepts(t *testing.T) 
 		}
 		return nil
 	})
+	if d := time.Since(reporter.State().LastPublish); d < 20*time.Second {
+		t.Errorf("old token deleted %s after the refresh, before its 21s grace", d.Round(time.Second))
+	}
+	// kubeadm generated every token: no secret was ever on a command line.
+	lines, n := cmdlines()
+	if n == 0 || !strings.Contains(lines, "token create") {
+		t.Fatalf("the /proc scan saw no kubeadm token create (%d scans)", n)
+	}
+	for _, info := range []*join.Info{first, second} {
+		if strings.Contains(lines, info.Token[7:]) {
+			t.Errorf("token %s secret seen in /proc/*/cmdline", info.TokenID())
+		}
+	}
 	if second.Token == first.Token || second.Generation != first.Generation+1 {
 		t.Fatalf("second generation %d reuses the token: %v", second.Generation, second.Token == first.Token)
 	}
@@ -324,5 +352,51 @@ func TestControlPlaneAgentPublishesJoinInfoThatRealKubeadmAccepts(t *testing.T) 
 	exitErr := &kubeadm.ExitError{Output: strings.Split(out, "\n"), Err: err}
 	if !kubeadm.IsTokenRejected(exitErr) {
 		t.Errorf("real kubeadm output for a deleted token not recognised as a token refusal:\n%s", tail(out, 10))
+	}
+}
+
+// scanCmdlines reads /proc/*/cmdline every few milliseconds until the test
+// ends, keeping every command line that contains word; the returned function
+// gives them (one per line) and the number of scans made.
+func scanCmdlines(t *testing.T, word string) func() (string, int) {
+	t.Helper()
+	var (
+		mu    sync.Mutex
+		seen  = map[string]bool{}
+		scans int
+	)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			paths, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+			mu.Lock()
+			for _, p := range paths {
+				b, err := os.ReadFile(p)
+				if err == nil && strings.Contains(string(b), word) {
+					seen[strings.ReplaceAll(string(b), "\x00", " ")] = true
+				}
+			}
+			scans++
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return func() (string, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		var b strings.Builder
+		for l := range seen {
+			b.WriteString(l + "\n")
+		}
+		return b.String(), scans
 	}
 }

@@ -1,0 +1,135 @@
+package kubeadm
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// The lock outlives the process that took it: a kubeadm child that inherited
+// it keeps it after its parent let go (as if the agent died), and the next
+// Acquire waits until that child exits.
+func TestLockIsHeldByAnOrphanedChild(t *testing.T) {
+	lock := &Lock{Path: filepath.Join(t.TempDir(), LockFile)}
+	held, err := lock.Acquire(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command("sleep", "1")
+	child.ExtraFiles = []*os.File{held.File()}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	held.RecordPID(child.Process.Pid)
+	started := time.Now()
+	if err := held.Close(); err != nil { // the agent is gone; its kubeadm is not
+		t.Fatal(err)
+	}
+	waitedFor := -1
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	next, err := lock.Acquire(ctx, func(pid int) { waitedFor = pid })
+	if err != nil {
+		t.Fatalf("acquire after the orphan exits: %v", err)
+	}
+	defer next.Close()
+	if waited := time.Since(started); waited < 800*time.Millisecond {
+		t.Errorf("lock acquired after %s while the orphaned child still ran", waited)
+	}
+	if waitedFor != child.Process.Pid {
+		t.Errorf("onWait told pid %d, want the orphan's %d", waitedFor, child.Process.Pid)
+	}
+	_ = child.Wait()
+}
+
+func TestLockAcquireEndsWithTheContext(t *testing.T) {
+	lock := &Lock{Path: filepath.Join(t.TempDir(), LockFile)}
+	held, err := lock.Acquire(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := lock.Acquire(ctx, nil); err == nil {
+		t.Fatal("acquired a lock another holder has")
+	}
+}
+
+// Two runners on one lock never run kubeadm at the same time.
+func TestRunnersSerializeOnTheLock(t *testing.T) {
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "running")
+	bin := script(t, `if [ -e `+marker+` ]; then echo overlap; exit 1; fi
+touch `+marker+`; sleep 0.3; rm `+marker+`
+`)
+	lock := &Lock{Path: filepath.Join(dir, LockFile)}
+	errs := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		r := &Runner{Path: bin, Log: zap.NewNop(), Lock: lock}
+		go func() { _, err := r.Run(context.Background(), "version"); errs <- err }()
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("run %d: %v", i, err)
+		}
+	}
+}
+
+// kubeadm generates the token; the agent reads it from the output, and only
+// the redacted form reaches the log.
+func TestTokenCreateReadsTheGeneratedTokenAndLogsItRedacted(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	r := &Runner{Path: script(t, `case "$*" in *"token create --ttl 2h0m0s --description d --kubeconfig /k"*) ;; *) echo "bad args: $*" >&2; exit 1;; esac
+echo "I1129 10:00:00.000000    1 token.go:1] a klog line on stderr" >&2
+echo "q3x9zz.0123456789abcdef"
+`), Log: zap.New(core)}
+	token, err := r.TokenCreate(context.Background(), "/k", 2*time.Hour, "d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "q3x9zz.0123456789abcdef" {
+		t.Errorf("token = %q", token)
+	}
+	for _, e := range logs.All() {
+		if strings.Contains(e.Message, "0123456789abcdef") {
+			t.Errorf("token secret in the log: %q", e.Message)
+		}
+	}
+}
+
+func TestTokenListParsesKubeadmJSONAndSkipsKlogLines(t *testing.T) {
+	r := &Runner{Path: script(t, `echo "W1129 10:00:00.000000    1 config.go:1] a warning" >&2
+cat <<'EOF2'
+{
+    "kind": "BootstrapToken",
+    "apiVersion": "output.kubeadm.k8s.io/v1alpha3",
+    "token": "abcdef.0123456789abcdef",
+    "description": "kubestrap join token, generation 3",
+    "expires": "2026-11-29T12:00:00Z",
+    "usages": ["authentication", "signing"]
+}
+{
+    "kind": "BootstrapToken",
+    "apiVersion": "output.kubeadm.k8s.io/v1alpha3",
+    "token": "ghijkl.0123456789abcdef",
+    "usages": ["authentication"]
+}
+EOF2
+`), Log: zap.NewNop()}
+	tokens, err := r.TokenList(context.Background(), "/k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tokens) != 2 || tokens[0].ID != "abcdef" || !IsKubestrapToken(tokens[0].Description) ||
+		tokens[1].ID != "ghijkl" || IsKubestrapToken(tokens[1].Description) {
+		t.Errorf("tokens = %+v", tokens)
+	}
+}
