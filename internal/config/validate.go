@@ -27,6 +27,9 @@ var (
 	regionPattern      = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
 )
 
+// IsKubernetesVersion reports whether s is a release version such as v1.37.2.
+func IsKubernetesVersion(s string) bool { return k8sVersionPattern.MatchString(s) }
+
 // Validate checks every field and returns all problems found, each naming its field.
 func (c *AgentConfig) Validate() error {
 	var errs []error

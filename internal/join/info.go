@@ -16,6 +16,7 @@ import (
 
 	sigsjson "sigs.k8s.io/json"
 
+	"github.com/kubestrap/kubestrap/internal/bootstraptoken"
 	"github.com/kubestrap/kubestrap/internal/config"
 )
 
@@ -66,17 +67,10 @@ func (i *Info) TokenID() string { return TokenID(i.Token) }
 
 // TokenID returns the public ID of a bootstrap token "id.secret", or "" when
 // the token is malformed.
-func TokenID(token string) string {
-	if !tokenPattern.MatchString(token) {
-		return ""
-	}
-	return token[:6]
-}
+func TokenID(token string) string { return bootstraptoken.ID(token) }
 
 var (
-	tokenPattern   = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
-	hashPattern    = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	versionPattern = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`)
+	hashPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 )
 
 // Rejection explains why join info was refused. Its message never contains
@@ -141,7 +135,7 @@ func (i *Info) Validate(want Expectations) error {
 		return reject("kind", "must be %q, got %s", Kind, quote(i.Kind))
 	case i.Cluster != want.Cluster:
 		return reject("cluster", "is %s, this node belongs to %q", quote(i.Cluster), want.Cluster)
-	case !tokenPattern.MatchString(i.Token):
+	case !bootstraptoken.Valid(i.Token):
 		// Never echo the token: it may hold a real secret.
 		return reject("token", "is not of the form [a-z0-9]{6}.[a-z0-9]{16}")
 	case len(i.CACertHashes) == 0:
@@ -157,7 +151,7 @@ func (i *Info) Validate(want Expectations) error {
 	if reason := config.EndpointProblem(i.APIServerEndpoint); reason != "" {
 		return reject("apiServerEndpoint", "%s: %s", quote(i.APIServerEndpoint), reason)
 	}
-	if i.KubernetesVersion != "" && !versionPattern.MatchString(i.KubernetesVersion) {
+	if i.KubernetesVersion != "" && !config.IsKubernetesVersion(i.KubernetesVersion) {
 		return reject("kubernetesVersion", "%s is not a version such as v1.37.2", quote(i.KubernetesVersion))
 	}
 	if i.Generation < 1 {
@@ -314,7 +308,7 @@ func joinKeyPath(path, key string) string {
 // quoteKey quotes an untrusted key for a message; a key may be anything,
 // a token included.
 func quoteKey(key string) string {
-	return quote(tokenLike.ReplaceAllString(key, "<redacted>"))
+	return quote(bootstraptoken.Redact(key))
 }
 
 // IsRejection reports whether err is a validation refusal.
@@ -337,11 +331,9 @@ func quote(s string) string {
 // sure they never include a token-like value.
 func describeJSONError(err error) string {
 	msg := err.Error()
-	msg = tokenLike.ReplaceAllString(msg, "<redacted>")
+	msg = bootstraptoken.Redact(msg)
 	if len(msg) > 200 {
 		msg = msg[:200] + "..."
 	}
 	return msg
 }
-
-var tokenLike = regexp.MustCompile(`[a-z0-9]{6}\.[a-z0-9]{16}`)

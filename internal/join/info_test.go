@@ -66,7 +66,7 @@ func TestParseRefusesDuplicateKeysAtAnyLevel(t *testing.T) {
 		{"nested object", `"x":{"a":1,"b":{"c":[{"d":1,"D":2}]}}`, `"x.b.c[].d" and "x.b.c[].D" differ only by case`},
 		{"nested array of objects", `"x":[{"a":1},{"a":1,"a":2}]`, `key "x[].a" is given twice`},
 		{"escaped spelling of a key", `"tok\u0065n":"zzzzzz.0123456789abcdef"`, `key "token" is given twice`},
-		{"token-like key", `"abcdef.0123456789abcdef":1,"abcdef.0123456789abcdef":2`, `key "<redacted>" is given twice`},
+		{"token-like key", `"abcdef.0123456789abcdef":1,"abcdef.0123456789abcdef":2`, `key "abcdef.<redacted>" is given twice`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			body := append(append(valid[:len(valid)-1:len(valid)-1], ","+tc.extra...), '}')

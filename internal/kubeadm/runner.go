@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/kubestrap/kubestrap/internal/bootstraptoken"
 )
 
 // GracePeriod is how long a kubeadm child gets after SIGTERM before SIGKILL.
@@ -179,7 +181,7 @@ func (r *Runner) TokenCreate(ctx context.Context, kubeconfig string, ttl time.Du
 		return "", err
 	}
 	for i := len(raw) - 1; i >= 0; i-- {
-		if t := strings.TrimSpace(raw[i]); fullTokenPattern.MatchString(t) {
+		if t := strings.TrimSpace(raw[i]); bootstraptoken.Valid(t) {
 			return t, nil
 		}
 	}
@@ -281,16 +283,14 @@ var tokenRejectedMarkers = []string{
 }
 
 var (
-	klogLine         = regexp.MustCompile(`^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ [^ ]+:[0-9]+\] `)
-	fullTokenPattern = regexp.MustCompile(`^[a-z0-9]{6}\.[a-z0-9]{16}$`)
-	tokenPattern     = regexp.MustCompile(`\b([a-z0-9]{6})\.[a-z0-9]{16}\b`)
-	keyPattern       = regexp.MustCompile(`\b[a-f0-9]{64}\b`)
+	klogLine   = regexp.MustCompile(`^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ [^ ]+:[0-9]+\] `)
+	keyPattern = regexp.MustCompile(`\b[a-f0-9]{64}\b`)
 )
 
 // Redact hides bootstrap token secrets and certificate keys in s, keeping
 // the token ID so log lines stay useful.
 func Redact(s string) string {
-	s = tokenPattern.ReplaceAllString(s, "$1.<redacted>")
+	s = bootstraptoken.Redact(s)
 	return keyPattern.ReplaceAllString(s, "<redacted>")
 }
 
