@@ -202,3 +202,34 @@ func TestRefresherRewritesAMissingFileAndOnKick(t *testing.T) {
 		t.Errorf("calls = %d after Kick, want 3", calls())
 	}
 }
+
+// A temporary file of an interrupted write (it holds full credentials) is
+// removed when the refresher starts; other files in the directory stay.
+func TestRefresherRemovesTempFilesOfAKilledWrite(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.json")
+	leftover := filepath.Join(dir, ".config.json.tmp-4242")
+	other := filepath.Join(dir, "config.yaml")
+	for _, p := range []string{leftover, other} {
+		if err := os.WriteFile(p, []byte(`{"auths":{}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk := testingclock.NewFakeClock(now)
+	r := NewRefresher(Refresher{Client: &fakeECR{}, Path: path, Clock: clk, Log: zap.NewNop()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !clk.HasWaiters() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	if _, err := os.Stat(leftover); !os.IsNotExist(err) {
+		t.Errorf("temporary file of an interrupted write left in place")
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("an unrelated file was removed: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/backoff"
+	"github.com/kubestrap/kubestrap/internal/fsutil"
 	"github.com/kubestrap/kubestrap/internal/progress"
 )
 
@@ -77,6 +78,11 @@ func (r *Refresher) Run(ctx context.Context) error {
 	}
 	if r.kick == nil {
 		r.kick = make(chan struct{}, 1)
+	}
+	// A killed agent may have left a temporary file holding full
+	// credentials next to the kubelet's config.json.
+	if gone := fsutil.RemoveStaleTemps(r.Path); len(gone) > 0 {
+		r.Log.Info("removed temporary files of an interrupted credentials write", zap.Strings("files", gone))
 	}
 	for {
 		wait := r.refreshOnce(ctx)

@@ -50,3 +50,18 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	}
 	return nil
 }
+
+// RemoveStaleTemps removes the temporary files that interrupted
+// WriteFileAtomic calls for path left behind (a process killed between
+// create and rename), and returns their names. Call it only when no writer
+// of path is running.
+func RemoveStaleTemps(path string) []string {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*"))
+	var removed []string
+	for _, m := range matches {
+		if os.Remove(m) == nil {
+			removed = append(removed, m)
+		}
+	}
+	return removed
+}
