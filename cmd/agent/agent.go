@@ -122,6 +122,12 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			Client: awsecr.NewFromConfig(awsCfg), RegistryIDs: cfg.ECR.RegistryIDs, Path: cfg.ECR.ConfigPath,
 			Clock: clk, Log: log.Named("ecr"),
 			OnUpdate: func(creds *ecr.Credentials, err error) {
+				// The first error of an outage is kept: a retry's error
+				// differs only by request ID and would rewrite state.json
+				// at every attempt.
+				if err != nil && reporter.State().ECRError != "" {
+					return
+				}
 				reporter.Update(func(s *state.State) {
 					if err != nil {
 						s.ECRError = err.Error()

@@ -1,5 +1,5 @@
 // Package role runs the control-plane and worker lifecycles described in
-// DESIGN.md, on top of narrow interfaces (S3, kubeadm, clock, notifier) so
+// docs/design.md, on top of narrow interfaces (S3, kubeadm, clock, notifier) so
 // that every path can be exercised in unit tests.
 package role
 
@@ -32,8 +32,9 @@ const ResetTimeout = 5 * time.Minute
 
 // removeLeftovers deletes what a killed agent may have left in dir: kubeadm
 // configurations holding a token secret (named in secretFiles) and the
-// temporary files of interrupted atomic writes. Call it only while holding
-// the kubeadm lock, so that no kubeadm still reads them.
+// temporary files of interrupted atomic writes. Call it only after
+// waitForKubeadmLock: no kubeadm of an earlier agent process still reads
+// them, and this process starts none before it returns.
 func removeLeftovers(log *zap.Logger, dir string, secretFiles ...string) {
 	var gone []string
 	for _, name := range secretFiles {

@@ -586,8 +586,9 @@ func (c *ControlPlane) rotate(ctx context.Context) error {
 		c.Reporter.Update(func(s *state.State) { s.PendingTokenID = "" })
 	}
 	if c.pending == nil {
-		c.Reporter.Phase(state.PhasePublishing, fmt.Sprintf("creating a bootstrap token for join info generation %d", gen),
-			zap.Int64("generation", gen))
+		// A log line, not a phase: during an outage this runs at every
+		// retry, and the Degraded report must stay de-duplicated.
+		c.Log.Info(fmt.Sprintf("creating a bootstrap token for join info generation %d", gen), zap.Int64("generation", gen))
 		token, err := tokenCall(ctx, c.Progress, func(ctx context.Context) (string, error) {
 			return c.Kubeadm.TokenCreate(ctx, c.AdminKubeconfig, c.ttl(), kubeadm.TokenDescription(gen))
 		})

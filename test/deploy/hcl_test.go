@@ -151,7 +151,7 @@ func walkBodies(body *hclsyntax.Body, fn func(*hclsyntax.Body)) {
 	}
 }
 
-// TestTerraformSecurityRules checks DESIGN.md's security rules in the source:
+// TestTerraformSecurityRules checks docs/design.md's security rules in the source:
 // no static keys, IMDSv2 required on every instance, policy documents only from
 // the templates, the bucket locked down, the workers discoverable by
 // cluster-autoscaler.
