@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/join"
@@ -163,6 +164,16 @@ func (r *Reporter) Problem(p state.Phase, msg string, fields ...zap.Field) {
 // repeat only refreshes STATUS and logs at debug level, so an outage does not
 // rewrite the state file or flood the journal.
 func (r *Reporter) Condition(p state.Phase, meaning, msg string, fields ...zap.Field) {
+	r.report(zapcore.WarnLevel, p, meaning, msg, fields...)
+}
+
+// Waiting is Condition for an expected wait (join info not published yet):
+// the same de-duplication, logged at info level.
+func (r *Reporter) Waiting(p state.Phase, meaning, msg string, fields ...zap.Field) {
+	r.report(zapcore.InfoLevel, p, meaning, msg, fields...)
+}
+
+func (r *Reporter) report(level zapcore.Level, p state.Phase, meaning, msg string, fields ...zap.Field) {
 	key := string(p) + "\x00" + meaning
 	r.mu.Lock()
 	repeat := r.condition == key
@@ -174,7 +185,7 @@ func (r *Reporter) Condition(p state.Phase, meaning, msg string, fields ...zap.F
 		return
 	}
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
-	r.Log.Warn(msg, append(fields, zap.String("phase", string(p)))...)
+	r.Log.Log(level, msg, append(fields, zap.String("phase", string(p)))...)
 }
 
 // Ready records the steady state and sends READY=1 (once) with msg as STATUS.

@@ -210,7 +210,7 @@ func (w *Worker) pollDelay() time.Duration {
 // waitForJoinInfo polls join.json with conditional GETs until it holds valid
 // join info newer than the refused generation.
 func (w *Worker) waitForJoinInfo(ctx context.Context, refused int64) (*join.Info, error) {
-	w.Reporter.Phase(state.PhaseWaitingJoinInfo, "waiting for join info in "+w.Source.URL())
+	w.Reporter.Waiting(state.PhaseWaitingJoinInfo, "not-found", "waiting for join info in "+w.Source.URL())
 	for {
 		info, p := w.poll(ctx, refused)
 		if info != nil {
@@ -219,7 +219,11 @@ func (w *Worker) waitForJoinInfo(ctx context.Context, refused int64) (*join.Info
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if p.msg != "" {
+		switch {
+		case p.msg == "":
+		case p.expected:
+			w.Reporter.Waiting(state.PhaseWaitingJoinInfo, p.meaning, p.msg, p.fields...)
+		default:
 			// Reported by meaning: a repeat of the same problem (an S3
 			// outage, the same refused object) neither rewrites state.json
 			// nor logs another warning.
@@ -236,6 +240,8 @@ type pollProblem struct {
 	// meaning identifies the problem for de-duplication; msg is for STATUS.
 	meaning, msg string
 	fields       []zap.Field
+	// expected marks an ordinary wait (nothing published yet), not a problem.
+	expected bool
 }
 
 // poll makes one conditional GET and returns usable join info, or what is
@@ -249,10 +255,10 @@ func (w *Worker) poll(ctx context.Context, refused int64) (*join.Info, pollProbl
 	switch {
 	case errors.Is(err, join.ErrNotFound):
 		w.etag, w.body = "", nil
-		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url}
+		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url, expected: true}
 	case errors.Is(err, join.ErrAccessDenied):
 		w.etag, w.body = "", nil
-		return nil, pollProblem{meaning: "access-denied", msg: fmt.Sprintf("waiting for join info in %s (S3 denies access: not published yet, "+
+		return nil, pollProblem{meaning: "access-denied", expected: true, msg: fmt.Sprintf("waiting for join info in %s (S3 denies access: not published yet, "+
 			"or the instance role lacks s3:GetObject on it)", url)}
 	case err != nil:
 		return nil, pollProblem{meaning: "read-error:" + errorClass(err), msg: fmt.Sprintf("cannot read join info from %s: %v; retrying", url, err)}
@@ -261,7 +267,7 @@ func (w *Worker) poll(ctx context.Context, refused int64) (*join.Info, pollProbl
 		w.etag, w.body = fetched.ETag, fetched.Body
 	}
 	if w.body == nil {
-		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url}
+		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url, expected: true}
 	}
 	// Validated at every poll, also when unchanged: expiry and clock skew
 	// depend on the time.
