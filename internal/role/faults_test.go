@@ -305,6 +305,16 @@ func TestWorkerNeverResetsANodeThatJoined(t *testing.T) {
 	if got := h.kubeadm.CallsOf("reset"); len(got) != 0 {
 		t.Fatalf("kubeadm reset ran on a node that joined: %q", got)
 	}
+	// Reported once, though every retry fails the same way.
+	blocked := 0
+	for _, e := range h.logs.FilterLevelExact(zapcore.WarnLevel).All() {
+		if strings.Contains(e.Message, "will not reset a node that joined") {
+			blocked++
+		}
+	}
+	if blocked != 1 {
+		t.Errorf("%d Blocked warnings over %d retries, want 1", blocked, len(h.kubeadm.CallsOf("join")))
+	}
 	if h.phase() != state.PhaseBlocked || !h.notifier.sawStatus("will not reset a node that joined") ||
 		!h.notifier.sawStatus(w.KubeletKubeconfig) {
 		t.Errorf("phase %s; STATUS does not name the problem: %q", h.phase(), first(h.notifier.snapshot()))

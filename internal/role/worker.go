@@ -210,7 +210,11 @@ func (w *Worker) pollDelay() time.Duration {
 // waitForJoinInfo polls join.json with conditional GETs until it holds valid
 // join info newer than the refused generation.
 func (w *Worker) waitForJoinInfo(ctx context.Context, refused int64) (*join.Info, error) {
-	w.Reporter.Waiting(state.PhaseWaitingJoinInfo, "not-found", "waiting for join info in "+w.Source.URL())
+	if w.Reporter.State().Phase != state.PhaseBlocked {
+		// A blocked node retries with the join info it has; its Blocked
+		// report stays until something changes.
+		w.Reporter.Waiting(state.PhaseWaitingJoinInfo, "not-found", "waiting for join info in "+w.Source.URL())
+	}
 	for {
 		info, p := w.poll(ctx, refused)
 		if info != nil {
@@ -328,9 +332,14 @@ func (w *Worker) join(ctx context.Context, info *join.Info) error {
 		s.JoinGeneration, s.TokenID, s.TokenExpiresAt = info.Generation, info.TokenID(), info.ExpiresAt
 		s.APIEndpoint = info.APIServerEndpoint
 	})
-	w.Reporter.Phase(state.PhaseJoining,
-		fmt.Sprintf("joining %s with token %s", info.APIServerEndpoint, info.TokenID()),
-		zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation))
+	msg := fmt.Sprintf("joining %s with token %s", info.APIServerEndpoint, info.TokenID())
+	fields := []zap.Field{zap.String("tokenID", info.TokenID()), zap.Int64("generation", info.Generation)}
+	if w.Reporter.State().Phase == state.PhaseBlocked {
+		// A retry while blocked: the Blocked STATUS stays until it is resolved.
+		w.Log.Info(msg, fields...)
+	} else {
+		w.Reporter.Phase(state.PhaseJoining, msg, fields...)
+	}
 	w.Progress.Within(w.Config.Kubeadm.JoinTimeout.Duration + kubeadm.GracePeriod)
 	jctx, cancel := context.WithTimeout(ctx, w.Config.Kubeadm.JoinTimeout.Duration)
 	defer cancel()
