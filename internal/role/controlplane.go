@@ -468,14 +468,12 @@ func (c *ControlPlane) reconcile(ctx context.Context) error {
 	}
 	st := c.Reporter.State()
 	if f != nil && f.ETag != st.PublishedETag {
-		var seen join.Info
-		if json.Unmarshal(f.Body, &seen) == nil && seen.Cluster == c.Config.Cluster && live[seen.TokenID()] &&
-			seen.Generation > 0 && seen.Generation <= join.MaxGeneration {
+		if seen := c.ownPublication(f.Body, live); seen != nil {
 			c.Log.Info("adopting join info this node published before it restarted",
 				zap.String("object", c.Store.URL()), zap.Int64("generation", seen.Generation), zap.String("tokenID", seen.TokenID()))
 			c.Reporter.Update(func(s *state.State) {
 				if s.TokenID != "" && s.TokenID != seen.TokenID() {
-					s.RetiredTokens = append(s.RetiredTokens, state.RetiredToken{ID: s.TokenID, DeleteAfter: c.Clock.Now().Add(c.retireDelay()).UTC()})
+					s.RetiredTokens = append(s.RetiredTokens, c.retire(s.TokenID, s.TokenExpiresAt))
 				}
 				s.JoinGeneration, s.TokenID, s.TokenExpiresAt = seen.Generation, seen.TokenID(), seen.ExpiresAt
 				s.PublishedETag, s.APIEndpoint = f.ETag, seen.APIServerEndpoint
@@ -516,6 +514,34 @@ func (c *ControlPlane) reconcile(ctx context.Context) error {
 		}
 	})
 	return nil
+}
+
+// ownPublication returns the join info in body when it is exactly what this
+// node publishes (valid, this cluster, this endpoint, this CA, a kubestrap
+// token the cluster holds): published before a crash, before the state
+// write. Anything else is not adopted; a hostile writer who copied the live
+// token but changed the endpoint or the CA pin is replaced as foreign.
+func (c *ControlPlane) ownPublication(body []byte, live map[string]bool) *join.Info {
+	seen, err := join.Parse(body, join.Expectations{Cluster: c.Config.Cluster, Now: c.Clock.Now()})
+	if err != nil || seen.APIServerEndpoint != c.endpoint || !live[seen.TokenID()] {
+		return nil
+	}
+	hash, err := kubeadm.CACertHash(c.CACert)
+	if err != nil || len(seen.CACertHashes) != 1 || seen.CACertHashes[0] != hash {
+		return nil
+	}
+	return seen
+}
+
+// retire keeps a superseded token in state.json until it is deleted: after
+// the grace of retireDelay, or at its expiry when that comes first, so that
+// state.json always knows every kubestrap token in the cluster.
+func (c *ControlPlane) retire(id string, expiresAt time.Time) state.RetiredToken {
+	deleteAfter := c.Clock.Now().Add(c.retireDelay())
+	if !expiresAt.IsZero() && expiresAt.Before(deleteAfter) {
+		deleteAfter = expiresAt
+	}
+	return state.RetiredToken{ID: id, DeleteAfter: deleteAfter.UTC()}
 }
 
 // retireDelay is how long a superseded token stays valid after the new
@@ -628,10 +654,7 @@ func (c *ControlPlane) rotate(ctx context.Context) error {
 		s.PublishedETag, s.LastPublish, s.APIEndpoint = etag, c.Clock.Now().UTC(), info.APIServerEndpoint
 		s.PendingTokenID = ""
 		if old != "" && old != info.TokenID() {
-			deleteAfter := c.Clock.Now().Add(c.retireDelay())
-			if deleteAfter.Before(st.TokenExpiresAt) || st.TokenExpiresAt.IsZero() {
-				s.RetiredTokens = append(s.RetiredTokens, state.RetiredToken{ID: old, DeleteAfter: deleteAfter.UTC()})
-			}
+			s.RetiredTokens = append(s.RetiredTokens, c.retire(old, st.TokenExpiresAt))
 		}
 	})
 	c.step(stepAfterStateWrite)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -426,4 +427,80 @@ func TestWorkerWaitsForAnOrphanedJoin(t *testing.T) {
 	if !h.notifier.sawStatus("waiting for a kubeadm run left by an earlier agent process") {
 		t.Errorf("STATUS did not say it waited for the orphaned kubeadm: %q", first(h.notifier.snapshot()))
 	}
+}
+
+// A hostile writer who copied the live token into a join.json with its own
+// endpoint is not taken for this node's own publication at restart: the
+// object is replaced as foreign.
+func TestControlPlaneDoesNotAdoptAHostileCopyOfItsToken(t *testing.T) {
+	h, clk, idle := initializedHarness(t)
+	ours := h.published(t)
+	hostile := *ours
+	hostile.APIServerEndpoint = "evil.example.com:6443"
+	h.publish(t, &hostile)
+	h2 := h.restarted(t)
+	stop := start(t, h2.controlPlane().Run)
+	idle("running again")
+	clk.Step(time.Minute)
+	idle("a verify round")
+	_ = stop()
+	if got := h.published(t); got.APIServerEndpoint != ours.APIServerEndpoint {
+		t.Errorf("join.json names %s after the restart, want the control plane's %s", got.APIServerEndpoint, ours.APIServerEndpoint)
+	}
+	if text := allLogText(h.logs); strings.Contains(text, "adopting join info") ||
+		!strings.Contains(text, "not the object this agent last wrote") {
+		t.Error("the hostile copy was adopted, or not replaced loudly as foreign")
+	}
+}
+
+// A superseded token whose expiry comes before its grace ends is still
+// recorded in state.json (so a restart does not take it for an orphan and
+// delete it early) and is deleted at its expiry.
+func TestRetiredTokenExpiringBeforeItsGraceSurvivesARestart(t *testing.T) {
+	h, clk, _ := newFakeClockHarness(t)
+	h.cfg.ControlPlane.TokenTTL.Duration = 5 * time.Minute // half-life 2m30s, shorter than the 5m5s grace
+	cp := h.controlPlane()
+	crashed := make(chan struct{})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	// kill -9 right after the state write of the first refresh (generation 2).
+	cp.crashPoint = func(step string) {
+		if step == stepAfterStateWrite && cp.Reporter.State().JoinGeneration == 2 {
+			close(crashed)
+			<-release
+			runtime.Goexit()
+		}
+	}
+	go func() { _ = cp.Run(context.Background()) }()
+	first := ""
+	for reached := false; !reached; {
+		eventually(t, "idle or crashed", func() bool {
+			select {
+			case <-crashed:
+				reached = true
+				return true
+			default:
+				return clk.HasWaiters()
+			}
+		})
+		if first == "" {
+			first = h.published(t).TokenID()
+		}
+		if !reached {
+			clk.Step(30 * time.Second)
+		}
+	}
+	st := h.reporter.State()
+	if len(st.RetiredTokens) != 1 || st.RetiredTokens[0].ID != first {
+		t.Fatalf("retired tokens %+v, want the first token %s", st.RetiredTokens, first)
+	}
+	h2 := h.restarted(t)
+	stop := start(t, h2.controlPlane().Run)
+	eventually(t, "idle after the restart", clk.HasWaiters)
+	if !slices.Contains(h.kubeadm.TokenIDs(), first) {
+		t.Fatalf("the superseded token %s was deleted at restart, before its expiry", first)
+	}
+	clk.Step(st.RetiredTokens[0].DeleteAfter.Sub(clk.Now()))
+	eventually(t, "the old token deleted at its expiry", func() bool { return !slices.Contains(h.kubeadm.TokenIDs(), first) })
+	_ = stop()
 }
