@@ -96,3 +96,37 @@ func readPID(path string) int {
 	}
 	return pid
 }
+
+// HolderPID is the PID the last holder recorded (0 when unknown).
+func (l *Lock) HolderPID() int { return readPID(l.Path) }
+
+// EndOrphan stops the kubeadm process pid, left running by a dead agent
+// past every kubeadm timeout: SIGTERM, then SIGKILL after grace. It refuses
+// a pid that is not a kubeadm process (the PID may have been reused).
+func EndOrphan(ctx context.Context, pid int, grace time.Duration) error {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return fmt.Errorf("orphaned kubeadm %d: %w", pid, err)
+	}
+	// kubeadm itself, or a script named kubeadm (argv: interpreter, path).
+	argv := strings.SplitN(string(cmdline), "\x00", 3)
+	if filepath.Base(argv[0]) != "kubeadm" && (len(argv) < 2 || filepath.Base(argv[1]) != "kubeadm") {
+		return fmt.Errorf("process %d holding the kubeadm lock is %q, not kubeadm; not ending it", pid, filepath.Base(argv[0]))
+	}
+	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
+		return fmt.Errorf("end orphaned kubeadm %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if unix.Kill(pid, 0) != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(lockPollInterval):
+		}
+	}
+	_ = unix.Kill(pid, unix.SIGKILL)
+	return nil
+}

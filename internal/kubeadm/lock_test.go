@@ -133,3 +133,89 @@ EOF2
 		t.Errorf("tokens = %+v", tokens)
 	}
 }
+
+// helperAgentEnv makes the test binary act as an agent that runs kubeadm
+// (the script in the variable) and is then killed by the test.
+const helperAgentEnv = "KUBESTRAP_TEST_HELPER_AGENT"
+
+func TestHelperAgentProcess(t *testing.T) {
+	bin := os.Getenv(helperAgentEnv)
+	if bin == "" {
+		t.Skip("runs only as the helper process of TestOrphanedKubeadmSurvivesItsAgent")
+	}
+	lock := &Lock{Path: os.Getenv(helperAgentEnv + "_LOCK")}
+	r := &Runner{Path: bin, Log: zap.NewNop(), Lock: lock}
+	_, _ = r.Run(context.Background(), "join")
+}
+
+// An agent killed with kill -9 during a kubeadm run does not take kubeadm
+// with it: kubeadm's next output line does not kill it with SIGPIPE, it
+// finishes its work, and until then it holds the lock.
+func TestOrphanedKubeadmSurvivesItsAgent(t *testing.T) {
+	dir := t.TempDir()
+	done := filepath.Join(dir, "done")
+	started := filepath.Join(dir, "started")
+	bin := script(t, `touch `+started+`
+sleep 1
+echo "[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap"
+echo "This node has joined the cluster" >&2
+touch `+done+`
+`)
+	lockPath := filepath.Join(dir, LockFile)
+	agent := exec.Command(os.Args[0], "-test.run=^TestHelperAgentProcess$")
+	agent.Env = append(os.Environ(), helperAgentEnv+"="+bin, helperAgentEnv+"_LOCK="+lockPath)
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, err := os.Stat(started); err != nil; _, err = os.Stat(started) {
+		if time.Now().After(deadline) {
+			_ = agent.Process.Kill()
+			t.Fatal("the helper agent never started kubeadm")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = agent.Process.Kill() // kill -9 of the agent alone
+	_ = agent.Wait()
+	killed := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	held, err := (&Lock{Path: lockPath}).Acquire(ctx, nil)
+	if err != nil {
+		t.Fatalf("lock never released: %v", err)
+	}
+	defer held.Close()
+	if time.Since(killed) < 500*time.Millisecond {
+		t.Errorf("lock free %s after the agent died, while its kubeadm still ran", time.Since(killed))
+	}
+	if _, err := os.Stat(done); err != nil {
+		t.Errorf("the orphaned kubeadm did not finish (killed by SIGPIPE?): %v", err)
+	}
+}
+
+func TestEndOrphanStopsKubeadmOnly(t *testing.T) {
+	orphan := exec.Command(script(t, "sleep 30\n"))
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	other := exec.Command("sleep", "30")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = orphan.Wait(); close(exited) }()
+	ctx := context.Background()
+	if err := EndOrphan(ctx, other.Process.Pid, time.Second); err == nil {
+		t.Error("EndOrphan ended a process that is not kubeadm")
+	}
+	if err := EndOrphan(ctx, orphan.Process.Pid, 5*time.Second); err != nil {
+		t.Fatalf("EndOrphan: %v", err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		_ = orphan.Process.Kill()
+		t.Fatal("the orphaned kubeadm still runs")
+	}
+}

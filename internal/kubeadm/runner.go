@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/kubestrap/kubestrap/internal/bootstraptoken"
 )
@@ -98,12 +99,30 @@ func (r *Runner) run(ctx context.Context, keepRaw bool, args ...string) (lines, 
 		// lasts until kubeadm exits.
 		cmd.ExtraFiles = []*os.File{held.File()}
 	}
-	pr, pw := io.Pipe()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("output pipe for kubeadm %s: %w", firstWords(args), err)
+	}
+	defer pr.Close()
 	cmd.Stdout, cmd.Stderr = pw, pw
+	// The child holds a copy of the pipe's read end too, so that if this
+	// process dies mid-run, kubeadm's next output line does not kill it with
+	// SIGPIPE: the orphan finishes (holding the lock) and the next agent
+	// finds its result. A copy, because handing pr itself to the child would
+	// make it blocking and lose its read deadline.
+	keepalive, err := dupFile(pr, "kubeadm-output-keepalive")
+	if err != nil {
+		_ = pw.Close()
+		return nil, nil, fmt.Errorf("output pipe for kubeadm %s: %w", firstWords(args), err)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, keepalive)
 	log := r.Log.With(zap.String("command", "kubeadm "+firstWords(args)))
 	start := time.Now()
 	log.Info("running kubeadm", zap.Strings("args", redactArgs(args)))
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	_ = pw.Close() // the child has its copy; EOF comes when it exits
+	_ = keepalive.Close()
+	if err != nil {
 		return nil, nil, fmt.Errorf("start kubeadm %s: %w", firstWords(args), err)
 	}
 	if held != nil {
@@ -128,7 +147,8 @@ func (r *Runner) run(ctx context.Context, keepRaw bool, args ...string) (lines, 
 		_, _ = io.Copy(io.Discard, pr)
 	}()
 	err = cmd.Wait()
-	_ = pw.Close()
+	// A descendant that kept kubeadm's output open gets GracePeriod.
+	_ = pr.SetReadDeadline(time.Now().Add(GracePeriod))
 	wg.Wait()
 	log.Info("kubeadm finished", zap.Duration("took", time.Since(start)), zap.Bool("ok", err == nil))
 	if err != nil {
@@ -311,4 +331,22 @@ func firstWords(args []string) string {
 		w = append(w, Redact(a))
 	}
 	return strings.Join(w, " ")
+}
+
+// dupFile returns a close-on-exec duplicate of f's descriptor as a new
+// *os.File, without switching f to blocking mode as f.Fd() would.
+func dupFile(f *os.File, name string) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var dup int
+	var dupErr error
+	if err := rc.Control(func(fd uintptr) { dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("duplicate %s: %w", name, dupErr)
+	}
+	return os.NewFile(uintptr(dup), name), nil
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/utils/clock"
 
+	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/progress"
@@ -55,19 +56,40 @@ func removeLeftovers(log *zap.Logger, dir string, secretFiles ...string) {
 }
 
 // waitForKubeadmLock waits until no kubeadm run (of this or an earlier agent
-// process) holds the lock, reporting the wait.
-func waitForKubeadmLock(ctx context.Context, lock *kubeadm.Lock, r *Reporter, hb *progress.Heartbeat) error {
+// process) holds the lock, reporting the wait. An orphaned kubeadm that
+// still runs after limit (the longest kubeadm timeout) is ended.
+func waitForKubeadmLock(ctx context.Context, lock *kubeadm.Lock, r *Reporter, hb *progress.Heartbeat, limit time.Duration) error {
 	if lock == nil {
 		return nil
 	}
-	hb.Within(24 * time.Hour) // an orphaned kubeadm has its own timeouts; waiting is progress
-	held, err := lock.Acquire(ctx, func(pid int) {
+	onWait := func(pid int) {
 		r.Phase(state.PhaseStarting, fmt.Sprintf("waiting for a kubeadm run left by an earlier agent process (pid %d) to finish", pid))
-	})
-	if err != nil {
-		return err
 	}
-	return held.Close()
+	for {
+		hb.Within(limit + kubeadm.GracePeriod)
+		wctx, cancel := context.WithTimeout(ctx, limit)
+		held, err := lock.Acquire(wctx, onWait)
+		cancel()
+		if err == nil {
+			return held.Close()
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		pid := lock.HolderPID()
+		r.Log.Warn("a kubeadm run left by an earlier agent process outlived every kubeadm timeout; ending it",
+			zap.Int("pid", pid), zap.Duration("waited", limit))
+		if err := kubeadm.EndOrphan(ctx, pid, kubeadm.GracePeriod); err != nil {
+			r.Condition(state.PhaseBlocked, "orphan-not-ended", fmt.Sprintf(
+				"blocked: %s is held by another process and cannot be ended (%v); stop it, then the agent goes on", lock.Path, err))
+		}
+	}
+}
+
+// orphanLimit is how long a kubeadm run of an earlier agent process may
+// still hold the lock: the longest timeout of any run.
+func orphanLimit(k config.KubeadmConfig) time.Duration {
+	return max(k.InitTimeout.Duration, k.JoinTimeout.Duration, ResetTimeout, RemoteCallTimeout) + kubeadm.GracePeriod
 }
 
 // Notifier is the systemd side of the agent.

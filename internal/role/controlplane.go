@@ -150,7 +150,7 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		return err
 	}
 	c.endpoint = endpoint
-	if err := waitForKubeadmLock(ctx, c.Lock, c.Reporter, c.Progress); err != nil {
+	if err := waitForKubeadmLock(ctx, c.Lock, c.Reporter, c.Progress, orphanLimit(c.Config.Kubeadm)); err != nil {
 		return err
 	}
 	removeLeftovers(c.Log, c.Config.StateDir, initConfigName)

@@ -108,7 +108,7 @@ func (w *Worker) JoinConfigPath() string {
 // Run joins the node and keeps it joined until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	w.defaults()
-	if err := waitForKubeadmLock(ctx, w.Lock, w.Reporter, w.Progress); err != nil {
+	if err := waitForKubeadmLock(ctx, w.Lock, w.Reporter, w.Progress, orphanLimit(w.Config.Kubeadm)); err != nil {
 		return err
 	}
 	removeLeftovers(w.Log, w.Config.StateDir, joinConfigName)
