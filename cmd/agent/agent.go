@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -36,10 +37,17 @@ import (
 )
 
 func runAgent(parent context.Context, args []string, stderr io.Writer) error {
+	// systemd's watchdog ends a stuck agent with SIGABRT. By default Go
+	// prints every goroutine and exits with status 2, which is the exit
+	// code of an invalid configuration (RestartPreventExitStatus=2): the
+	// stuck agent would never be restarted. With "crash" it dies by the
+	// signal itself, after the same dump, and systemd restarts it; an
+	// unrecovered panic too.
+	debug.SetTraceback("crash")
 	fs := newFlagSet("run", stderr)
 	path := fs.String("config", config.DefaultPath, "configuration file")
 	logFormat := fs.String("log-format", "auto", "auto (journal when stderr is the journal), journal, console or json")
-	debug := fs.Bool("debug", false, "log debug messages")
+	debugLog := fs.Bool("debug", false, "log debug messages")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -48,7 +56,7 @@ func runAgent(parent context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	level := zapcore.InfoLevel
-	if *debug {
+	if *debugLog {
 		level = zapcore.DebugLevel
 	}
 	log, err := logging.New(logging.Options{Format: *logFormat, Level: level, Writer: stderr})

@@ -4,10 +4,13 @@ package deploy
 
 import (
 	"bufio"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -174,6 +177,55 @@ func TestUnitDoesNotRestartBadConfiguration(t *testing.T) {
 				t.Errorf("ExecStart with a bad configuration: want exit 2 (not restarted) naming %s, got %s", tc.field, res)
 			}
 		})
+	}
+}
+
+// systemd's watchdog ends a stuck agent with WatchdogSignal (SIGABRT by
+// default). The agent must die by that signal, not exit 2 as Go does by
+// default: exit 2 means invalid configuration and RestartPreventExitStatus=2
+// would leave a stuck agent dead instead of restarting it.
+func TestWatchdogAbortIsRestartedNotTakenForBadConfiguration(t *testing.T) {
+	u := parseUnit(t, repoPath(t, "systemd", "kubestrap.service"))
+	if sig := u.words("Service", "WatchdogSignal"); len(sig) > 0 && sig[0] != "SIGABRT" {
+		t.Fatalf("WatchdogSignal=%q: this test sends SIGABRT", sig)
+	}
+	dir := t.TempDir()
+	kubeadm := filepath.Join(dir, "kubeadm")
+	if err := os.WriteFile(kubeadm, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	// IMDS on a closed loopback port: the agent waits for its identity.
+	doc := "apiVersion: kubestrap.dev/v1alpha1\nkind: AgentConfig\ncluster: demo\nrole: worker\nbucket: demo-bootstrap\n" +
+		"aws: {imdsTimeout: 60s}\necr: {enabled: false}\nkubeadm: {path: " + kubeadm + "}\nstateDir: " + filepath.Join(dir, "state") + "\n"
+	if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(kubestrapBin(t), "run", "--config", cfg)
+	cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_SERVICE_ENDPOINT=http://127.0.0.1:9", "AWS_REGION=eu-west-1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(stderr.String(), "reading instance identity") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGABRT); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("agent ended with %v after SIGABRT", err)
+	}
+	ws := ee.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGABRT {
+		t.Errorf("after SIGABRT the agent %s; want it killed by SIGABRT (systemd restarts that), not exit 2\n%s", ee, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "goroutine ") {
+		t.Error("no goroutine dump in the agent's output: the journal would not say where it was stuck")
 	}
 }
 
