@@ -145,9 +145,14 @@ CNI
   unit "$U" kubelet "{\"name\":\"kubelet\",\"type\":\"simple\",
     \"exec\":[\"/bin/sh\",\"-c\",\". /var/lib/kubelet/kubeadm-flags.env 2>/dev/null; exec /usr/bin/kubelet --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml \$KUBELET_KUBEADM_ARGS \$KUBELET_EXTRA_ARGS\"],
     \"environmentFile\":\"/etc/default/kubelet\",\"conditionPathExists\":\"/var/lib/kubelet/config.yaml\",\"restartSec\":2}"
+  # kubestrap: the shipped unit's RestartPreventExitStatus (exit 2, bad
+  # configuration, is not restarted); shorter RestartSec and TimeoutStopSec.
+  local noRestart
+  noRestart=$(sed -n 's/^RestartPreventExitStatus=//p' "$E2E_ROOT/systemd/kubestrap.service" | tr -s ' ' ',')
   unit "$U" kubestrap "{\"name\":\"kubestrap\",\"type\":\"notify\",
     \"exec\":[\"/usr/bin/kubestrap\",\"run\",\"--config\",\"/etc/kubestrap/config.yaml\"],
-    \"environmentFile\":\"/etc/default/kubestrap\",\"restartSec\":2,\"timeoutStopSec\":40,\"watchdogSec\":60}"
+    \"environmentFile\":\"/etc/default/kubestrap\",\"restartSec\":2,\"timeoutStopSec\":40,\"watchdogSec\":60,
+    \"restartPreventExitStatus\":[$noRestart]}"
   for u in containerd kubelet; do touch "$U/$u/enabled"; echo start > "$U/$u/want"; done
   setsid nsenter --net=/run/netns/"$ns" --mount="$NSDIR/$n-mnt" --uts="$NSDIR/$n-uts" -- \
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \

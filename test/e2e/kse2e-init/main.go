@@ -11,6 +11,7 @@
 //	enabled        present when the unit is enabled
 //	want           "start" or "stop": the state systemctl asked for
 //	restart        present while a restart is requested
+//	reset-failed   present while a start of a failed unit is requested
 //	state.json     what the manager sees (State), rewritten on every change
 //	notify.sock    the unit's NOTIFY_SOCKET (Type=notify units)
 //	notify.log     every sd_notify datagram received, one JSON object a line (Notification)
@@ -18,8 +19,16 @@
 //	output.log     the unit's stdout and stderr
 //
 // Like systemd with Restart=always, a unit whose process exits is started
-// again after RestartSec; a unit asked to stop is sent SIGTERM (its whole
-// process group), then SIGKILL after TimeoutStopSec.
+// again after RestartSec, unless its exit status is one of
+// RestartPreventExitStatus: then the unit is "failed" and stays down until
+// systemctl start, restart or reset-failed. A unit asked to stop is sent
+// SIGTERM (its whole process group), then SIGKILL after TimeoutStopSec.
+//
+// One difference from systemd is deliberate: when a unit's main process dies
+// on its own, what it started in its process group keeps running (systemd's
+// default KillMode=control-group would stop it before the restart; this is
+// KillMode=process). The end-to-end scenarios use it to leave an orphaned
+// kubeadm behind a killed agent, as a manual run or another supervisor would.
 package main
 
 import (
@@ -32,6 +41,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -54,12 +64,16 @@ type Unit struct {
 	RestartSec          float64 `json:"restartSec"`
 	TimeoutStopSec      float64 `json:"timeoutStopSec"`
 	WatchdogSec         float64 `json:"watchdogSec,omitempty"`
+	// RestartPreventExitStatus lists exit statuses after which the unit is
+	// not restarted (it is "failed").
+	RestartPreventExitStatus []int `json:"restartPreventExitStatus,omitempty"`
 }
 
 // State is DIR/<unit>/state.json.
 type State struct {
 	Unit string `json:"unit"`
-	// Active is "active", "activating", "deactivating" or "inactive".
+	// Active is "active", "activating", "deactivating", "inactive" or
+	// "failed" (exited with a RestartPreventExitStatus status).
 	Active string `json:"active"`
 	PID    int    `json:"pid,omitempty"`
 	// Starts counts the processes started so far.
@@ -109,7 +123,10 @@ type unitRun struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	// stopping is set while the manager itself stops the process.
-	stopping  bool
+	stopping bool
+	// failed is set when the process exited with a RestartPreventExitStatus
+	// status: no restart until systemctl start, restart or reset-failed.
+	failed    bool
 	nextStart time.Time
 	lastPing  time.Time
 	conn      *net.UnixConn
@@ -215,7 +232,12 @@ func (r *unitRun) reconcile() {
 			r.stop("restart requested")
 		}
 		r.mu.Lock()
-		r.nextStart = time.Time{}
+		r.nextStart, r.failed = time.Time{}, false
+		r.mu.Unlock()
+	}
+	if err := os.Remove(filepath.Join(r.dir, "reset-failed")); err == nil {
+		r.mu.Lock()
+		r.nextStart, r.failed = time.Time{}, false
 		r.mu.Unlock()
 	}
 	want := r.want()
@@ -231,7 +253,7 @@ func (r *unitRun) reconcile() {
 		r.checkWatchdog()
 		return
 	}
-	if time.Now().Before(r.nextStart) {
+	if r.failed || time.Now().Before(r.nextStart) {
 		return
 	}
 	if p := r.u.ConditionPathExists; p != "" {
@@ -298,6 +320,10 @@ func (r *unitRun) wait(cmd *exec.Cmd, out *os.File) {
 	}
 	r.st.Active, r.st.PID, r.st.Ready, r.st.LastExit, r.st.ExitedAt = "inactive", 0, false, exit, time.Now().UTC()
 	r.event("exited", exit)
+	if code := cmd.ProcessState.ExitCode(); !r.stopping && slices.Contains(r.u.RestartPreventExitStatus, code) {
+		r.failed, r.st.Active = true, "failed"
+		r.event("failed", fmt.Sprintf("exit status %d is in RestartPreventExitStatus: not restarted", code))
+	}
 	r.save()
 	r.cmd = nil
 	r.nextStart = time.Now().Add(time.Duration(r.u.RestartSec * float64(time.Second)))
@@ -460,7 +486,7 @@ func systemctl(dir string, args []string) int {
 		}
 	}
 	switch verb {
-	case "daemon-reload", "reset-failed", "":
+	case "daemon-reload", "":
 		return 0
 	}
 	rc := 0
@@ -496,6 +522,10 @@ func systemctl(dir string, args []string) int {
 				if code := setWant(ud, op, false, noBlock); code != 0 {
 					rc = code
 				}
+			}
+		case "reset-failed":
+			if st.Active == "failed" {
+				_ = os.WriteFile(filepath.Join(ud, "reset-failed"), nil, 0o644)
 			}
 		case "start", "stop", "restart", "try-restart", "reload-or-restart":
 			op := map[string]string{"start": "start", "stop": "stop"}[verb]
@@ -563,6 +593,9 @@ func setWant(ud, op string, restart, noBlock bool) int {
 	}
 	if restart {
 		_ = os.WriteFile(filepath.Join(ud, "restart"), nil, 0o644)
+	} else if want == "start" && before.Active == "failed" {
+		// systemctl start of a failed unit starts it again.
+		_ = os.WriteFile(filepath.Join(ud, "reset-failed"), nil, 0o644)
 	}
 	if noBlock {
 		return 0
@@ -571,10 +604,14 @@ func setWant(ud, op string, restart, noBlock bool) int {
 	for time.Now().Before(deadline) {
 		st := readState(ud)
 		switch {
-		case want == "stop" && st.Active == "inactive":
+		case want == "stop" && (st.Active == "inactive" || st.Active == "failed"):
 			return 0
 		case want == "start" && st.Active == "active" && (!restart || st.Starts > before.Starts):
 			return 0
+		case want == "start" && st.Active == "failed" && st.Starts > before.Starts:
+			fmt.Fprintf(os.Stderr, "Job for %s.service failed because the control process exited with error code (%s).\n",
+				filepath.Base(ud), st.LastExit)
+			return 1
 		case want == "start" && conditionUnmet(ud):
 			return 0
 		}
