@@ -70,7 +70,7 @@ render_user_data() {
 }
 
 # deb: the kubestrap package under test (make package-deb), fixed for the run.
-deb() { ls "$RUN"/kubestrap_*.deb 2>/dev/null | head -1; }
+deb() { find "$RUN" -maxdepth 1 -name 'kubestrap_*.deb' | head -1; }
 
 boot() {
   local n=$1 role=$2 nd ns ip m
@@ -116,6 +116,16 @@ CNI
   fi
   local i
   for i in "${imgs[@]}"; do "$H/sdnode.sh" import "$m" "$IMG/${i%%:*}.tar" "${i#*:}"; done
+
+  # Negative control of the hardening (docs/e2e.md): E2E_BROKEN_UNIT=mount adds
+  # a test-only drop-in that also forbids the mount system calls, which
+  # kubeadm reset needs to unmount the kubelet's volumes.
+  if [ "${E2E_BROKEN_UNIT:-}" = mount ]; then
+    mkdir -p "$R/etc/systemd/system/kubestrap.service.d"
+    printf '# TEST ONLY (E2E_BROKEN_UNIT=mount): a deliberately broken unit\n[Service]\nSystemCallFilter=~@mount\n' \
+      > "$R/etc/systemd/system/kubestrap.service.d/99-e2e-broken.conf"
+    "$H/sdnode.sh" exec "$m" systemctl daemon-reload
+  fi
 
   # "cloud-init": fetch the user-data from IMDSv2 and run it as root, as a
   # unit of the node's systemd.

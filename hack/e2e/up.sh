@@ -11,7 +11,8 @@ H=$(dirname "$0")
 mkdir -p "$RUN/logs" "$RUN/pids"
 STAGE_TIMES=${STAGE_TIMES:-$RUN/stage-times}
 # The package under test (make package-deb), fixed for this run even if dist/ changes meanwhile.
-deb=${KUBESTRAP_DEB:-$(ls -t "$E2E_ROOT"/dist/kubestrap_*.deb 2>/dev/null | head -1)}
+deb=${KUBESTRAP_DEB:-$(find "$E2E_ROOT/dist" -maxdepth 1 -name 'kubestrap_*.deb' -printf '%T@ %p\n' 2>/dev/null |
+  sort -rn | head -1 | cut -d' ' -f2-)}
 [ -f "$deb" ] || die "no kubestrap .deb in $E2E_ROOT/dist (make package-deb)"
 cp "$deb" "$RUN/"
 

@@ -36,9 +36,8 @@ const (
 )
 
 var (
-	root    = envOr("E2E_ROOT", "../..")
-	runDir  = envOr("E2E_RUN", "/var/cache/kubestrap/e2e-run")
-	kubeBin = envOr("KUBE_BIN", "/var/cache/kubestrap/kube-v1.37.2")
+	root   = envOr("E2E_ROOT", "../..")
+	runDir = envOr("E2E_RUN", "/var/cache/kubestrap/e2e-run")
 )
 
 func envOr(k, def string) string {
@@ -148,7 +147,7 @@ type bootstrapToken struct {
 // tokens is `kubeadm token list` on the control plane, by token ID.
 func tokens(t *testing.T) map[string]bootstrapToken {
 	t.Helper()
-	out, err := inNode("cp", filepath.Join(kubeBin, "kubeadm"), "token", "list", "-o", "json",
+	out, err := inNode("cp", "kubeadm", "token", "list", "-o", "json",
 		"--kubeconfig", "/etc/kubernetes/admin.conf")
 	if err != nil {
 		t.Fatalf("kubeadm token list: %v\n%s", err, out)

@@ -621,7 +621,7 @@ func TestScenario5ResetWorkerJoinsAgain(t *testing.T) {
 	joins := countCalls(kubeadmCalls(t, "w1"), "join")
 	resetAt := time.Now()
 	// The operator's reset: the real kubeadm, not the agent's.
-	if out, err := inNode("w1", filepath.Join(kubeBin, "kubeadm"), "reset", "-f"); err != nil {
+	if out, err := inNode("w1", "kubeadm", "reset", "-f"); err != nil {
 		t.Fatalf("kubeadm reset -f on w1: %v\n%s", err, out)
 	}
 	eventually(t, time.Minute, "w1's agent noticing the lost membership", func() (bool, string) {
