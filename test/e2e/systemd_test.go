@@ -6,6 +6,8 @@ package e2e
 // arms it, the stop of a unit with its children, a reboot of the instance).
 
 import (
+	"fmt"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -137,5 +139,101 @@ func TestSystemdNodeReboot(t *testing.T) {
 	}
 	if n := nodes(t)[w]; n.Metadata.UID != uid {
 		t.Errorf("%s: Node object changed across the reboot", w)
+	}
+}
+
+// (b) S3 hangs (a listener that accepts and never answers takes the
+// worker's connections to moto) while a new worker waits for join info.
+// First without SIGSTOP: every S3 call ends at its own deadline and the
+// agent keeps promising and making progress, so the watchdog stays fed
+// through more than WatchdogSec (no restart: the progress check does not
+// mistake a hanging S3 for a stuck agent). Then SIGSTOP: the pings stop and
+// systemd's watchdog kills and restarts the agent, which still waits (no
+// join). A SIGSTOPped process runs no code, so it is the watchdog, armed by
+// systemd, that must end it; the agent's own progress check is what keeps
+// the pings going only while its parts make progress (unit-tested with a
+// stuck part in internal/progress and cmd/agent). Once S3 answers again,
+// the worker joins.
+func TestSystemdHangingS3(t *testing.T) {
+	const w = "w10"
+	ns := machine(w)
+	// The node's network namespace exists before it boots (net.sh attach
+	// keeps it): the hang is in place before the agent's first request.
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", ns, err, out)
+	}
+	hang := exec.Command("ip", "netns", "exec", ns, "python3", "-c", `
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5001)); s.listen(128)
+held = []
+while True:
+    held.append(s.accept())
+`)
+	if err := hang.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rule := []string{"-t", "nat", "OUTPUT", "-p", "tcp", "-d", awsIP, "--dport", motoPort, "-j", "REDIRECT", "--to-ports", "5001"}
+	ipt := func(op string) error {
+		args := append([]string{"netns", "exec", ns, "iptables", "-w", "-t", "nat", op}, rule[2:]...)
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("iptables %s: %v: %s", op, err, out)
+		}
+		return nil
+	}
+	if err := ipt("-I"); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			if err := ipt("-D"); err != nil {
+				t.Error(err)
+			}
+			_ = hang.Process.Kill()
+			_ = hang.Wait()
+		}
+	}
+	t.Cleanup(release)
+
+	bootNode(t, w)
+	start := time.Now()
+	// More than WatchdogSec of hanging S3 calls: no restart.
+	for time.Since(start) < 90*time.Second {
+		u := unit(t, w)
+		if u.Starts != 1 || u.NRestarts != 0 || u.Ready {
+			t.Fatalf("%s with S3 hanging: %d agent processes, NRestarts %d, ready %v, STATUS %q; want one waiting process",
+				w, u.Starts, u.NRestarts, u.Ready, u.Status)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	u := unit(t, w)
+	t.Logf("%s after %s of hanging S3: %s, STATUS %q", w, time.Since(start).Round(time.Second), u.Active, u.Status)
+	if n := countCalls(kubeadmCalls(t, w), "join"); n != 0 {
+		t.Fatalf("%s ran kubeadm join without join info", w)
+	}
+
+	at := time.Now()
+	if err := syscall.Kill(u.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(u.PID, syscall.SIGCONT) })
+	eventually(t, 60*time.Second+5*time.Second+60*time.Second, w+": stopped agent restarted by the watchdog", func() (bool, string) {
+		n := unit(t, w)
+		return n.Starts > u.Starts && n.NRestarts > u.NRestarts && n.PID != 0, fmt.Sprintf("%s, %d processes", n.Active, n.Starts)
+	})
+	if took := time.Since(at); took > 60*time.Second+5*time.Second+30*time.Second {
+		t.Errorf("%s: restarted %s after the SIGSTOP, want within WatchdogSec + RestartSec", w, took)
+	}
+	if !pid1Says(t, w, "Watchdog timeout", at) {
+		t.Errorf("%s: systemd logged no watchdog timeout", w)
+	}
+
+	release()
+	waitJoined(t, w, 3*time.Minute)
+	if n := countCalls(kubeadmCalls(t, w), "join"); n != 1 {
+		t.Errorf("%s ran kubeadm join %d times, want 1", w, n)
 	}
 }
