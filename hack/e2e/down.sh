@@ -68,7 +68,7 @@ fi
 for h in /sys/fs/cgroup/*/; do
   for g in "$h$PFX"-*; do [ -d "$g" ] && find "$g" -depth -type d -exec rmdir {} \; 2>/dev/null; done
 done
-# 4. Host sysctls the kubelets (and kube-proxy) rewrite.
+# 4. Host sysctls saved by up.sh (the inotify limits it raised, any a node changed): restored.
 if [ -f "$RUN/host-sysctls" ]; then
   while read -r k v; do
     [ "$(cat "$k" 2>/dev/null)" = "$v" ] || { echo "$v" > "$k" && log "restored $k = $v"; }

@@ -26,6 +26,15 @@ for k in /proc/sys/vm/overcommit_memory /proc/sys/vm/panic_on_oom /proc/sys/kern
          /proc/sys/net/netfilter/nf_conntrack_max /sys/module/nf_conntrack/parameters/hashsize; do
   [ -r "$k" ] && echo "$k $(cat "$k")" >> "$RUN/host-sysctls"
 done
+# The one change made on purpose, undone by down.sh: every node's systemd,
+# journald, kubelet and containerd take inotify instances of the machine's
+# root user, and the default 128 runs out at about seven nodes (systemd then
+# fails at boot with "Failed to allocate manager object: Too many open files").
+for kv in fs/inotify/max_user_instances=4096 fs/inotify/max_user_watches=524288; do
+  k=/proc/sys/${kv%=*}
+  echo "$k $(cat "$k")" >> "$RUN/host-sysctls"
+  [ "$(cat "$k")" -ge "${kv#*=}" ] || echo "${kv#*=}" > "$k"
+done
 
 # unit_prop NODE PROP: a property of the node's kubestrap unit (systemctl show).
 unit_prop() { in_node "$1" systemctl show kubestrap -p "$2" --value; }
