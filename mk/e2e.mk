@@ -4,9 +4,12 @@
 #   make demo-down   remove everything the demo made
 #   make e2e         the same cluster and the end-to-end scenarios, torn down at the end
 E2E_BUILD ?= $(CACHE)/e2e-build
-E2E_RUN ?= $(CACHE)/e2e-run
+# E2E_PREFIX names everything a run makes on the machine (network namespaces,
+# node machines, cgroups); two runs at once need two prefixes and two E2E_RUNs.
+E2E_PREFIX ?= kse2e
+E2E_RUN ?= $(CACHE)/e2e-run$(if $(filter kse2e,$(E2E_PREFIX)),,-$(E2E_PREFIX))
 E2E_ENV := CACHE=$(CACHE) KUBE_BIN=$(KUBE_BIN) E2E_BUILD=$(E2E_BUILD) E2E_RUN=$(E2E_RUN) \
-	KUBESTRAP=$(CURDIR)/bin/kubestrap STAGE_TIMES=$(E2E_BUILD)/last-build-times
+	E2E_PREFIX=$(E2E_PREFIX) STAGE_TIMES=$(E2E_BUILD)/last-build-times
 
 .PHONY: e2e-deps e2e-build demo demo-down e2e
 
@@ -14,7 +17,7 @@ e2e-deps: ## Debian packages and Go tools of the e2e cluster (idempotent)
 	@mkdir -p $(E2E_BUILD) && : > $(E2E_BUILD)/last-build-times
 	@$(E2E_ENV) hack/e2e/stage.sh e2e-deps hack/e2e/deps.sh
 
-e2e-build: e2e-deps build ## kube binaries, kube-proxy, node images (cached)
+e2e-build: e2e-deps build package-deb ## kube binaries, kube-proxy, node images, the .deb the nodes install (cached)
 	@$(E2E_ENV) hack/e2e/stage.sh kube-bins $(MAKE) --no-print-directory kube-bins
 	@$(E2E_ENV) hack/e2e/stage.sh images hack/e2e/images.sh
 

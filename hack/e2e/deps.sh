@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end cluster needs, idempotently:
 #   Debian packages (runc, CNI plugins, iptables, conntrack, the distribution
-#   registry, htpasswd, openssl), and Go tools built from their modules into
+#   registry, htpasswd, openssl, systemd-container and debootstrap for the nodes), and Go tools built from their modules into
 #   $BUILD/bin (containerd, crane, crictl, ec2-metadata-mock).
 # usage: hack/e2e/deps.sh
 source "$(dirname "$0")/lib.sh"
@@ -12,6 +12,7 @@ declare -A pkgs=(
   [runc]=runc [/usr/lib/cni/bridge]=containernetworking-plugins [ip]=iproute2
   [iptables]=iptables [conntrack]=conntrack [docker-registry]=docker-registry
   [htpasswd]=apache2-utils [openssl]=openssl [nsenter]=util-linux [curl]=curl
+  [systemd-nspawn]=systemd-container [debootstrap]=debootstrap [journalctl]=systemd
 )
 missing=()
 for c in "${!pkgs[@]}"; do

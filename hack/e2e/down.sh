@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Removes everything the harness made: processes (by PID: those recorded, those
-# inside the test network namespaces and those in the kubelets' cgroups),
+# Removes everything the harness made: the node machines (powered off through
+# their own systemd, then their overlay roots unmounted and their cgroups
+# removed), processes (by PID: those recorded, those inside the test network
+# namespaces and those in the nodes' cgroups),
 # namespaces, mounts, cgroups; restores the host sysctls the kubelets rewrote.
 # Logs of the last run are kept in $CACHE/e2e-last-logs. Safe to run twice.
 # usage: hack/e2e/down.sh
@@ -25,33 +27,28 @@ kill_wait() {
 ns_pids() { ip netns pids "$1" 2>/dev/null; }
 cg_pids() { cat /sys/fs/cgroup/*/"$1"/cgroup.procs /sys/fs/cgroup/*/"$1"/**/cgroup.procs 2>/dev/null | sort -u; }
 
-# 1. Agents and kubelets first, then the pods, then the node managers (which stop containerd).
-for n in "${nodes[@]}"; do
-  nd=$(node_dir "$n")
-  if alive "$(cat "$nd/init.pid" 2>/dev/null)" && [ -e "$NSDIR/$n-mnt" ]; then
-    timeout 60 "$(dirname "$0")/node.sh" systemctl "$n" stop kubestrap kubelet >/dev/null 2>&1
-    timeout 90 nsenter --net="/run/netns/kse2e-$n" --mount="$NSDIR/$n-mnt" -- \
-      "$BIN/crictl" -r unix:///run/containerd/containerd.sock -t 20s rmp -fa >/dev/null 2>&1 &
-  fi
+machines=()
+for d in "$SDNODE_DIR"/nodes/*/; do [ -d "$d" ] && machines+=("$(basename "$d")"); done
+# 1. The nodes' journals (kept with the logs), then each node powered off
+#    through its own systemd (which stops kubestrap, the kubelet, containerd
+#    and every pod), all at once; its PID 1 is killed if it takes over 60s.
+mkdir -p "$RUN/logs/nodes"
+for m in "${machines[@]}"; do
+  j=$SDNODE_DIR/nodes/$m/disk/upper/var/log/journal
+  [ -d "$j" ] && journalctl -D "$j" -o short-precise --no-pager > "$RUN/logs/nodes/$m.journal" 2>&1
+  "$(dirname "$0")/sdnode.sh" stop "$m" 60 > "$RUN/logs/nodes/$m.stop" 2>&1 &
 done
 wait
-for n in "${nodes[@]}"; do
-  p=$(cat "$(node_dir "$n")/init.pid" 2>/dev/null); alive "$p" && kill "$p"
-done
-for n in "${nodes[@]}"; do
-  p=$(cat "$(node_dir "$n")/init.pid" 2>/dev/null)
-  for _ in $(seq 60); do alive "$p" || break; sleep 0.5; done
-done
 # 2. Whatever is left in our namespaces or our cgroups: ours, killed by PID.
 shopt -s globstar
 for round in 1 2 3; do
   pids=()
   # PIDs are numbers, one a word: splitting the output into words is intended.
   # shellcheck disable=SC2207
-  for n in "${nodes[@]}"; do pids+=($(ns_pids "kse2e-$n") $(cg_pids "kse2e-$n")); done
+  for n in "${nodes[@]}"; do pids+=($(ns_pids "$(node_ns "$n")") $(cg_pids "$(node_ns "$n")")); done
   # shellcheck disable=SC2207
   pids+=($(ns_pids "$AWS_NS") $(ns_pids "$NET_NS"))
-  for f in "$RUN"/pids/*.pid "$RUN"/nodes/*/aemm.pid "$RUN"/nodes/*/init.pid; do
+  for f in "$RUN"/pids/*.pid "$RUN"/nodes/*/aemm.pid "$SDNODE_DIR"/nodes/*/nspawn.pid; do
     # shellcheck disable=SC2207
     [ -f "$f" ] && pids+=($(cat "$f"))
   done
@@ -61,35 +58,32 @@ for round in 1 2 3; do
   kill_wait "${live[@]}"
 done
 # 3. Namespaces, mounts, cgroups.
-for n in "${nodes[@]}"; do
-  umount "$NSDIR/$n-mnt" "$NSDIR/$n-uts" 2>/dev/null
+for m in "${machines[@]}"; do
+  r=$SDNODE_DIR/nodes/$m/root; mountpoint -q "$r" && umount "$r"
 done
-mountpoint -q "$NSDIR" && umount "$NSDIR"
-for ns in $(ip netns list | awk '{print $1}' | grep '^kse2e-'); do ip netns del "$ns"; done
+for ns in $(ip netns list | awk '{print $1}' | grep "^$PFX-"); do ip netns del "$ns"; done
 if [ -f "$RUN/netns-created" ] && mountpoint -q /run/netns && [ -z "$(ls -A /run/netns)" ]; then
   umount /run/netns && rmdir /run/netns
 fi
 for h in /sys/fs/cgroup/*/; do
-  for g in "$h"kse2e-*; do [ -d "$g" ] && find "$g" -depth -type d -exec rmdir {} \; 2>/dev/null; done
+  for g in "$h$PFX"-*; do [ -d "$g" ] && find "$g" -depth -type d -exec rmdir {} \; 2>/dev/null; done
 done
-# 4. Host sysctls the kubelets (and kube-proxy) rewrite.
+# 4. Host sysctls saved by up.sh (the inotify limits it raised, any a node changed): restored.
 if [ -f "$RUN/host-sysctls" ]; then
   while read -r k v; do
     [ "$(cat "$k" 2>/dev/null)" = "$v" ] || { echo "$v" > "$k" && log "restored $k = $v"; }
   done < "$RUN/host-sysctls"
 fi
 # 5. Keep the logs, drop the state.
-rm -rf "$CACHE/e2e-last-logs"; mkdir -p "$CACHE/e2e-last-logs"
-cp -r "$RUN/logs" "$CACHE/e2e-last-logs/" 2>/dev/null
+LAST=$CACHE/e2e-last-logs; [ "$PFX" = kse2e ] || LAST=$CACHE/e2e-last-logs-$PFX
+rm -rf "$LAST"; mkdir -p "$LAST"
+cp -r "$RUN/logs" "$LAST/" 2>/dev/null
 for n in "${nodes[@]}"; do
-  d=$CACHE/e2e-last-logs/$n; mkdir -p "$d"; nd=$(node_dir "$n")
+  d=$LAST/$n; mkdir -p "$d"; nd=$(node_dir "$n")
   cp "$nd"/*.log "$d/" 2>/dev/null
-  for u in "$nd"/units/*/; do
-    for f in "$u"*.log; do [ -f "$f" ] && cp "$f" "$d/$(basename "$u")-$(basename "$f")"; done
-  done
-  cp "$nd/kubestrap/state.json" "$d/" 2>/dev/null
+  cp "$(node_disk "$n")/upper/var/lib/kubestrap/state.json" "$d/" 2>/dev/null
 done
 left=$(grep -c " $RUN" /proc/self/mountinfo)
 [ "$left" = 0 ] || log "WARNING: $left mounts under $RUN remain"
 rm -rf "$RUN"
-log "teardown done in $((SECONDS - t0))s (logs of this run in $CACHE/e2e-last-logs)"
+log "teardown done in $((SECONDS - t0))s (logs of this run in $LAST)"

@@ -3,15 +3,15 @@
 # each a single layer: pause, etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kube-proxy (with the Debian iptables
 # tools it execs), and the demo app. An image is rebuilt only when one of its
-# inputs changed (content hash in <image>.tar.inputs). Also builds kube-proxy and the harness's
-# per-node service manager (kse2e-init).
+# inputs changed (content hash in <image>.tar.inputs). Also builds kube-proxy,
+# and the systemd node image (hack/e2e/sdnode.sh image: a debootstrap'ed
+# Debian base and a layer with kubeadm, the kubelet, containerd and their units).
 # usage: hack/e2e/images.sh
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$IMG" "$BIN" "$BUILD/src"
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 # Static Go programs of this repository (cheap to rebuild: go caches them).
-go build -C "$E2E_ROOT" -tags e2e -o "$BIN/kse2e-init" ./test/e2e/kse2e-init
 go build -C "$E2E_ROOT" -tags e2e -o "$BUILD/src/pause" ./test/e2e/images/pause
 go build -C "$E2E_ROOT" -o "$BUILD/src/demo-app" ./examples/demo-app
 
@@ -90,3 +90,4 @@ mkimg registry.k8s.io/kube-proxy:$KUBE_VERSION kube-proxy.tar - "${proxy_files[@
 
 mkimg "$DEMO_IMAGE" demo-app.tar /demo-app "$BUILD/src/demo-app:/demo-app"
 log "images ready in $IMG"
+"$(dirname "$0")/sdnode.sh" image

@@ -3,6 +3,6 @@
 # admin.conf), from the aws host of the test network.
 # usage: hack/e2e/kubectl.sh ARGS...
 source "$(dirname "$0")/lib.sh"
-kc=$(node_dir cp)/etc/upper/kubernetes/admin.conf
+kc=$(node_disk cp)/upper/etc/kubernetes/admin.conf
 [ -f "$kc" ] || die "no admin.conf yet: is the control plane initialized?"
 exec nsenter --net=/run/netns/"$AWS_NS" -- kubectl --kubeconfig "$kc" "$@"

@@ -1,8 +1,11 @@
 # Common settings for the end-to-end harness (sourced by hack/e2e/*.sh).
-# Everything it creates is named kse2e*: network namespaces, links, cgroups.
+# Everything it creates on the machine is named $PFX-* (E2E_PREFIX, default
+# kse2e): network namespaces, node machines and their cgroups, mounts under $RUN.
 # The settings below are used by the scripts that source this file, not here.
 # shellcheck shell=bash disable=SC2034
 set -euo pipefail
+PFX=${E2E_PREFIX:-kse2e}
+[[ $PFX =~ ^[a-z][a-z0-9]{1,7}$ ]] || { echo "E2E_PREFIX must be 2-8 lower-case letters or digits" >&2; exit 2; }
 E2E_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 CACHE=${CACHE:-/var/cache/kubestrap}
 KUBE_BIN=${KUBE_BIN:-$CACHE/kube-v1.37.2}
@@ -33,14 +36,16 @@ DEMO_IMAGE=$ECR_HOST/$DEMO_REPO:v1
 
 # The test network: one namespace (kse2e-net) holds bridge kse2e-br0 and routes
 # between the hosts; it has no link to the machine's own network.
-NET_NS=kse2e-net
+NET_NS=$PFX-net
 SUBNET_PREFIX=10.200.0
 ROUTER_IP=$SUBNET_PREFIX.1
-AWS_NS=kse2e-aws
+AWS_NS=$PFX-aws
 AWS_IP=$SUBNET_PREFIX.2
 MOTO_PORT=5000
 MOTO_URL=http://$AWS_IP:$MOTO_PORT
-NSDIR=$RUN/ns                  # persistent mount/UTS namespace files
+# The systemd nodes (hack/e2e/sdnode.sh): machine $PFX-NAME, its disks in
+# $RUN/sd/nodes/$PFX-NAME, the node image cached in $BUILD/sdnode-image.
+export SDNODE_DIR=${SDNODE_DIR:-$RUN/sd} SDNODE_IMAGE=${SDNODE_IMAGE:-$BUILD/sdnode-image}
 
 log() { printf '%s [e2e] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -66,17 +71,18 @@ node_index() {
 node_ip() { echo "$SUBNET_PREFIX.$(node_index "$1")"; }
 node_iid() { printf 'i-0e2e%012d' "$(node_index "$1")"; }
 # The nodes a run may boot (their instance-role credentials are issued up front).
-ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9"
-node_ns() { echo "kse2e-$1"; }
+ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9 w10"
+node_ns() { echo "$PFX-$1"; }
 node_dir() { echo "$RUN/nodes/$1"; }
 # pod subnet of a node: 10.244.<index>.0/24
 node_pod_cidr() { echo "10.244.$(node_index "$1").0/24"; }
 
-# in_node NODE CMD...: run CMD inside the node's network, mount and UTS namespaces.
-in_node() {
-  local n=$1; shift
-  nsenter --net=/run/netns/"$(node_ns "$n")" --mount="$NSDIR/$n-mnt" --uts="$NSDIR/$n-uts" -- "$@"
-}
+# in_node NODE CMD...: run CMD inside the node (all its namespaces), as root
+# logged in there would (sdnode.sh exec).
+in_node() { local n=$1; shift; "$E2E_ROOT/hack/e2e/sdnode.sh" exec "$(node_ns "$n")" "$@"; }
+# node_disk NAME: the node's disk, seen from the machine (upper/ = its root
+# file system's changes; kubelet/, containerd/ = /var/lib/kubelet, /var/lib/containerd).
+node_disk() { echo "$SDNODE_DIR/nodes/$(node_ns "$1")/disk"; }
 in_ns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" -- "$@"; }
 
 # wait_for SECONDS DESCRIPTION CMD...: poll CMD (bounded) until it succeeds.

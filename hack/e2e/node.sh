@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# One EC2-like node of the test cluster: network namespace kse2e-NAME (eth0 on
-# the test bridge, 169.254.169.254 on lo), private mount and UTS namespaces
-# (hostname NAME, overlays on /etc, /usr, /var/lib, /var/log, a private /run),
-# its own containerd and kubelet run by kse2e-init (the node's stand-in for
-# systemd, with a systemctl shim on the node's PATH), its own
-# ec2-metadata-mock serving the instance identity, the node role's STS
-# credentials and the user-data. Booting runs that user-data, rendered from
-# tf/templates/user-data.sh.tftpl by terraform, which starts kubestrap.
+# One EC2-like node of the test cluster: a systemd-nspawn machine $PFX-NAME
+# booting Debian's systemd as PID 1 (hack/e2e/sdnode.sh), in network namespace
+# $PFX-NAME (eth0 on the test bridge, 169.254.169.254 on lo), with containerd
+# and the kubelet as systemd units and kubestrap installed from its .deb
+# (dpkg -i in the node, unit enabled: the AMI), and its own ec2-metadata-mock
+# serving the instance identity, the node role's STS credentials and the
+# user-data. Booting runs that user-data, rendered from
+# tf/templates/user-data.sh.tftpl by terraform, as a unit of the node's
+# systemd ("cloud-init"); it writes the config and starts kubestrap.
 #   node.sh boot NAME ROLE     NAME is cp, w1, w2...; ROLE control-plane|worker
-#   node.sh exec NAME CMD...   run CMD inside the node
+#   node.sh reboot NAME        power off through the node's PID 1, boot again on the same disks
+#   node.sh exec NAME CMD...   run CMD inside the node (all its namespaces)
 #   node.sh systemctl NAME ARGS...
+#   node.sh shell NAME         an interactive shell in the node
 source "$(dirname "$0")/lib.sh"
+H=$(cd "$(dirname "$0")" && pwd)
 
 # agent_config NAME ROLE: the AgentConfig the node's user-data installs.
 agent_config() {
@@ -28,17 +32,18 @@ kubeadm:
   path: /usr/bin/kubeadm
   kubernetesVersion: $KUBE_VERSION
   imagePullPolicy: IfNotPresent
-  # The nodes are namespaces on one machine: kubeadm's system checks (swap,
-  # kernel config, ports shared with the machine, ...) do not apply.
-  ignorePreflightErrors: [all]
+  # Preflight as on EC2: only the checks a node of this machine cannot pass.
+  # SystemVerification: the machine has cgroup v1 only (its cgroup2 hierarchy
+  # has no controllers), which kubeadm refuses unless this check is skipped;
+  # the rest of it (kernel configuration) passes. Swap: the nodes share the
+  # machine's kernel, and its swap (if any) is not theirs to turn off.
+  ignorePreflightErrors: [SystemVerification, Swap]
   # No cluster DNS: the demo needs none and CoreDNS is not built offline here.
   skipPhases: [addon/coredns]
-  kubeletExtraArgs:
-  # Each node's kubelet gets its own cgroup subtree (cgroup v1 on this machine).
-  - {name: cgroup-root, value: /kse2e-$1}
   kubeletConfiguration:
-    cgroupDriver: cgroupfs
+    # cgroup v1, see above: the kubelet refuses it unless told otherwise.
     failCgroupV1: false
+    # The machine's swap, see above.
     failSwapOn: false
     # The nodes share one disk and one kernel: no image GC or disk eviction games.
     imageGCHighThresholdPercent: 100
@@ -64,119 +69,86 @@ render_user_data() {
   grep -q 'systemctl enable --now --no-block kubestrap' "$nd/user-data.sh" || die "user-data rendering failed"
 }
 
-unit() { # unit DIR NAME JSON
-  mkdir -p "$1/$2"; echo "$3" > "$1/$2.json"
-}
+# deb: the kubestrap package under test (make package-deb), fixed for the run.
+deb() { find "$RUN" -maxdepth 1 -name 'kubestrap_*.deb' | head -1; }
 
 boot() {
-  local n=$1 role=$2 nd ns ip
+  local n=$1 role=$2 nd ns ip m
   node_index "$n" >/dev/null   # dies on a name that is not a node
-  nd=$(node_dir "$n"); ns=$(node_ns "$n"); ip=$(node_ip "$n")
-  [ ! -e "$nd/init.pid" ] || die "node $n exists already"
-  mkdir -p "$nd"/{etc,usr,varlib,varlog}/{upper,work} "$nd"/{kubelet,etcd,kubestrap,containerd,units} "$NSDIR" "$RUN/logs"
+  nd=$(node_dir "$n"); ns=$(node_ns "$n"); ip=$(node_ip "$n"); m=$ns
+  [ ! -e "$nd/role" ] || die "node $n exists already"
+  mkdir -p "$nd" "$RUN/logs"; echo "$role" > "$nd/role"
   local iid; iid=$(node_iid "$n")
+  [ -f "$(deb)" ] || die "no kubestrap .deb in $RUN (up.sh copies it)"
 
   # Network: eth0 on the test bridge, the metadata address on lo, pods routed via the node.
-  "$(dirname "$0")/net.sh" attach "$ns" "$ip"
+  "$H/net.sh" attach "$ns" "$ip"
   ip -n "$ns" addr add 169.254.169.254/32 dev lo
-  "$(dirname "$0")/net.sh" route "$(node_pod_cidr "$n")" "$ip"
+  "$H/net.sh" route "$(node_pod_cidr "$n")" "$ip"
 
-  # The kubelet's cgroup root, in every v1 hierarchy.
-  for h in /sys/fs/cgroup/*/; do mkdir -p "$h/kse2e-$n"; done
-  if [ -d "/sys/fs/cgroup/cpuset/kse2e-$n" ]; then
-    cat /sys/fs/cgroup/cpuset/cpuset.cpus > "/sys/fs/cgroup/cpuset/kse2e-$n/cpuset.cpus"
-    cat /sys/fs/cgroup/cpuset/cpuset.mems > "/sys/fs/cgroup/cpuset/kse2e-$n/cpuset.mems"
-  fi
+  # The instance metadata service of this instance (before the node boots:
+  # an instance's IMDS is there from its first instruction).
+  render_user_data "$nd" "$n" "$role"
+  imds "$n" "$ip" "$iid" "$role"
 
-  # Test instrumentation: /usr/bin/kubeadm records each run (subcommand only: no
-  # secrets) in kubeadm-calls.log, then runs the real kubeadm.
-  cat > "$nd/kubeadm-wrapper" <<WRAP
-#!/bin/sh
-echo "\$(date -u +%FT%T.%NZ) \$1 \$2" >> $nd/kubeadm-calls.log
-exec $KUBE_BIN/kubeadm "\$@"
-WRAP
-  chmod 755 "$nd/kubeadm-wrapper"
-
-  # Mount + UTS namespaces, kept alive by bind mounts on files in $NSDIR.
-  if ! mountpoint -q "$NSDIR"; then mount --bind "$NSDIR" "$NSDIR"; mount --make-private "$NSDIR"; fi
-  touch "$NSDIR/$n-mnt" "$NSDIR/$n-uts"
-  unshare --mount="$NSDIR/$n-mnt" --uts="$NSDIR/$n-uts" --propagation slave /bin/bash -ec "
-    hostname $n
-    mount -t tmpfs -o mode=755,size=256m kse2e-run-$n /run
-    mkdir -p /run/lock
-    for d in etc usr; do
-      mount -t overlay kse2e-\$d-$n -o lowerdir=/\$d,upperdir=$nd/\$d/upper,workdir=$nd/\$d/work /\$d
-    done
-    mount -t overlay kse2e-varlib-$n -o lowerdir=/var/lib,upperdir=$nd/varlib/upper,workdir=$nd/varlib/work /var/lib
-    mount -t overlay kse2e-varlog-$n -o lowerdir=/var/log,upperdir=$nd/varlog/upper,workdir=$nd/varlog/work /var/log
-    for d in kubelet etcd kubestrap containerd; do mkdir -p /var/lib/\$d; mount --bind $nd/\$d /var/lib/\$d; done
-    mount --make-rshared /var/lib/kubelet
-    # The AMI: kubestrap, kubeadm, kubelet in /usr/bin; systemctl is the harness's shim.
-    touch /usr/bin/kubelet; mount --bind $KUBE_BIN/kubelet /usr/bin/kubelet
-    touch /usr/bin/kubeadm; mount --bind $nd/kubeadm-wrapper /usr/bin/kubeadm
-    touch /usr/bin/kubestrap; mount --bind $KUBESTRAP /usr/bin/kubestrap
-    printf '#!/bin/sh\nexec $BIN/kse2e-init systemctl --units $nd/units \"\$@\"\n' > /usr/local/bin/systemctl
-    chmod 755 /usr/local/bin/systemctl
-    echo $n > /etc/hostname
-    printf '127.0.0.1 localhost\n%s %s\n%s %s\n' $ip $n $AWS_IP $ECR_HOST > /etc/hosts
-    # containerd: stock configuration plus what this machine needs.
-    mkdir -p /etc/containerd/certs.d/$ECR_HOST /etc/cni/net.d
-    $BIN/containerd config default | sed \
-      -e \"s#restrict_oom_score_adj = false#restrict_oom_score_adj = true#\" \
-      -e \"s#bin_dirs = \\['/opt/cni/bin'\\]#bin_dirs = ['/usr/lib/cni']#\" \
-      -e \"s#config_path = ''#config_path = '/etc/containerd/certs.d'#\" \
-      -e \"s#path = '/opt/containerd'#path = '/var/lib/containerd/opt'#\" > /etc/containerd/config.toml
-    cp $RUN/aws/pki/ca.crt /etc/containerd/certs.d/$ECR_HOST/ca.crt
-    printf 'server = \"https://%s\"\n[host.\"https://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"/etc/containerd/certs.d/%s/ca.crt\"\n' \
-      $ECR_HOST $ECR_HOST $ECR_HOST > /etc/containerd/certs.d/$ECR_HOST/hosts.toml
-    cat > /etc/cni/net.d/10-kse2e.conflist <<CNI
-{\"cniVersion\": \"1.0.0\", \"name\": \"kse2e\", \"plugins\": [
-  {\"type\": \"bridge\", \"bridge\": \"kse2e-cni0\", \"isGateway\": true, \"ipMasq\": true, \"hairpinMode\": true,
-   \"ipam\": {\"type\": \"host-local\", \"ranges\": [[{\"subnet\": \"$(node_pod_cidr "$n")\"}]], \"routes\": [{\"dst\": \"0.0.0.0/0\"}]}},
-  {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}},
-  {\"type\": \"loopback\"}]}
+  # Power on: Debian's systemd as PID 1 (sdnode.sh boot), then the AMI's
+  # provisioning on the fresh disk: the kubestrap .deb, pre-pulled images, CNI.
+  "$H/sdnode.sh" boot "$m" --netns "$ns" --hostname "$n" --ip "$ip"
+  local R; R=$SDNODE_DIR/nodes/$m/root
+  printf '%s %s\n' "$AWS_IP" "$ECR_HOST" >> "$R/etc/hosts"
+  "$H/sdnode.sh" bake "$m" "$(deb)"
+  mkdir -p "$R/etc/containerd/certs.d/$ECR_HOST"
+  cp "$RUN/aws/pki/ca.crt" "$R/etc/containerd/certs.d/$ECR_HOST/ca.crt"
+  printf 'server = "https://%s"\n[host."https://%s"]\n  capabilities = ["pull", "resolve"]\n  ca = "/etc/containerd/certs.d/%s/ca.crt"\n' \
+    "$ECR_HOST" "$ECR_HOST" "$ECR_HOST" > "$R/etc/containerd/certs.d/$ECR_HOST/hosts.toml"
+  cat > "$R/etc/cni/net.d/10-kse2e.conflist" <<CNI
+{"cniVersion": "1.0.0", "name": "kse2e", "plugins": [
+  {"type": "bridge", "bridge": "kse2e-cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$(node_pod_cidr "$n")"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}},
+  {"type": "loopback"}]}
 CNI
-  "
-
-  # Units, as the node image's systemd would have them.
-  local U=$nd/units
-  unit "$U" containerd "{\"name\":\"containerd\",\"type\":\"simple\",\"exec\":[\"$BIN/containerd\"],
-    \"environment\":{\"PATH\":\"$BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"},\"restartSec\":5}"
-  unit "$U" kubelet "{\"name\":\"kubelet\",\"type\":\"simple\",
-    \"exec\":[\"/bin/sh\",\"-c\",\". /var/lib/kubelet/kubeadm-flags.env 2>/dev/null; exec /usr/bin/kubelet --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml \$KUBELET_KUBEADM_ARGS \$KUBELET_EXTRA_ARGS\"],
-    \"environmentFile\":\"/etc/default/kubelet\",\"conditionPathExists\":\"/var/lib/kubelet/config.yaml\",\"restartSec\":2}"
-  # kubestrap: the shipped unit's RestartPreventExitStatus (exit 2, bad
-  # configuration, is not restarted); shorter RestartSec and TimeoutStopSec.
-  local noRestart
-  noRestart=$(sed -n 's/^RestartPreventExitStatus=//p' "$E2E_ROOT/systemd/kubestrap.service" | tr -s ' ' ',')
-  unit "$U" kubestrap "{\"name\":\"kubestrap\",\"type\":\"notify\",
-    \"exec\":[\"/usr/bin/kubestrap\",\"run\",\"--config\",\"/etc/kubestrap/config.yaml\"],
-    \"environmentFile\":\"/etc/default/kubestrap\",\"restartSec\":2,\"timeoutStopSec\":40,\"watchdogSec\":60,
-    \"restartPreventExitStatus\":[$noRestart]}"
-  for u in containerd kubelet; do touch "$U/$u/enabled"; echo start > "$U/$u/want"; done
-  setsid nsenter --net=/run/netns/"$ns" --mount="$NSDIR/$n-mnt" --uts="$NSDIR/$n-uts" -- \
-    env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
-    "$BIN/kse2e-init" init --units "$U" > "$nd/init.log" 2>&1 < /dev/null &
-  echo $! > "$nd/init.pid"
-
   # The AMI's images (kubeadm would not pull them with imagePullPolicy IfNotPresent).
-  wait_for 30 "containerd on $n" in_node "$n" "$BIN/ctr" version
   local imgs=("pause:registry.k8s.io/pause:$PAUSE_TAG" "kube-proxy:registry.k8s.io/kube-proxy:$KUBE_VERSION")
   if [ "$role" = control-plane ]; then
     imgs+=("etcd:registry.k8s.io/etcd:$ETCD_TAG")
     for c in kube-apiserver kube-controller-manager kube-scheduler; do imgs+=("$c:registry.k8s.io/$c:$KUBE_VERSION"); done
   fi
-  local i f ref src
-  for i in "${imgs[@]}"; do
-    f=$IMG/${i%%:*}.tar; ref=${i#*:}
-    src=$(tar -xOf "$f" manifest.json | python3 -c 'import json,sys;print(json.load(sys.stdin)[0]["RepoTags"][0])')
-    in_node "$n" "$BIN/ctr" -n k8s.io images import "$f" >/dev/null 2>&1
-    in_node "$n" "$BIN/ctr" -n k8s.io images tag --force "$src" "$ref" >/dev/null 2>&1
-    in_node "$n" "$BIN/ctr" -n k8s.io images rm "$src" >/dev/null 2>&1
-  done
+  local i
+  for i in "${imgs[@]}"; do "$H/sdnode.sh" import "$m" "$IMG/${i%%:*}.tar" "${i#*:}"; done
 
-  # The instance metadata service of this instance.
-  render_user_data "$nd" "$n" "$role"
+  # Negative control of the hardening (docs/e2e.md): E2E_BROKEN_UNIT=mount adds
+  # a test-only drop-in that also forbids the mount system calls, which
+  # kubeadm reset needs to unmount the kubelet's volumes.
+  if [ "${E2E_BROKEN_UNIT:-}" = mount ]; then
+    mkdir -p "$R/etc/systemd/system/kubestrap.service.d"
+    printf '# TEST ONLY (E2E_BROKEN_UNIT=mount): a deliberately broken unit\n[Service]\nSystemCallFilter=~@mount\n' \
+      > "$R/etc/systemd/system/kubestrap.service.d/99-e2e-broken.conf"
+    "$H/sdnode.sh" exec "$m" systemctl daemon-reload
+  fi
+
+  # "cloud-init": fetch the user-data from IMDSv2 and run it as root, as a
+  # unit of the node's systemd.
+  # shellcheck disable=SC2016 # expanded by the shell inside the node
+  "$H/sdnode.sh" run "$m" /bin/bash -ec '
+    t=$(curl -sf -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" http://169.254.169.254/latest/api/token)
+    curl -sf -H "X-aws-ec2-metadata-token: $t" http://169.254.169.254/latest/user-data > /var/lib/cloud-user-data.sh
+    bash /var/lib/cloud-user-data.sh' > "$nd/cloud-init.log" 2>&1 || { cat "$nd/cloud-init.log" >&2; die "user-data failed on $n"; }
+  log "node $n ($role, $ip, $iid) booted; kubestrap started by its user-data"
+}
+
+# reboot NAME: the instance is stopped (power-off through its systemd) and
+# started again on the same disks; nothing of the harness runs in between.
+reboot() {
+  local n=$1 nd; nd=$(node_dir "$n")
+  [ -e "$nd/role" ] || die "no node $n"
+  "$H/sdnode.sh" stop "$(node_ns "$n")" 60
+  "$H/sdnode.sh" boot "$(node_ns "$n")" --netns "$(node_ns "$n")" --hostname "$n" --ip "$(node_ip "$n")"
+}
+
+# imds NAME IP IID ROLE: ec2-metadata-mock in the node's network namespace.
+imds() {
+  local n=$1 ip=$2 iid=$3 role=$4 nd ns; nd=$(node_dir "$n"); ns=$(node_ns "$n")
   # The instance profile's role: its STS credentials (see aws.sh) are what IMDS serves.
   [ -f "$RUN/aws/creds/$n.json" ] || die "no instance-role credentials for $n (nodes: $ALL_NODES)"
   ROLE=kse2e-$role python3 - "$nd" "$n" "$ip" "$iid" <<'PY'
@@ -216,18 +188,13 @@ PY
   wait_for 20 "metadata service on $n" in_ns "$ns" curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
     http://169.254.169.254/latest/api/token
 
-  # "cloud-init": fetch the user-data from IMDSv2 and run it, as root, inside the node.
-  # shellcheck disable=SC2016 # expanded by the shell inside the node
-  in_node "$n" /bin/bash -ec '
-    t=$(curl -sf -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 300" http://169.254.169.254/latest/api/token)
-    curl -sf -H "X-aws-ec2-metadata-token: $t" http://169.254.169.254/latest/user-data > /var/lib/kubestrap-user-data.sh
-    bash /var/lib/kubestrap-user-data.sh' > "$nd/cloud-init.log" 2>&1 || { cat "$nd/cloud-init.log" >&2; die "user-data failed on $n"; }
-  log "node $n ($role, $ip, $iid) booted; kubestrap started by its user-data"
 }
 
 case ${1:-} in
 boot) export REGION ACCOUNT RUN; boot "$2" "$3" ;;
+reboot) reboot "$2" ;;
 exec) n=$2; shift 2; in_node "$n" "$@" ;;
-systemctl) n=$2; shift 2; in_node "$n" "$BIN/kse2e-init" systemctl --units "$(node_dir "$n")/units" "$@" ;;
-*) echo "usage: node.sh boot NAME ROLE | exec NAME CMD... | systemctl NAME ARGS..." >&2; exit 2 ;;
+systemctl) n=$2; shift 2; in_node "$n" systemctl "$@" ;;
+shell) in_node "$2" /bin/bash -l ;;
+*) echo "usage: node.sh boot NAME ROLE | reboot NAME | exec NAME CMD... | systemctl NAME ARGS... | shell NAME" >&2; exit 2 ;;
 esac

@@ -10,27 +10,44 @@ H=$(dirname "$0")
 [ ! -d "$RUN/nodes" ] || die "a cluster is already up in $RUN (make demo-down first)"
 mkdir -p "$RUN/logs" "$RUN/pids"
 STAGE_TIMES=${STAGE_TIMES:-$RUN/stage-times}
-[ -x "$KUBESTRAP" ] || die "$KUBESTRAP missing (make build)"
-# The binary under test, fixed for this run even if bin/ is rebuilt meanwhile.
-cp "$KUBESTRAP" "$RUN/kubestrap"; export KUBESTRAP=$RUN/kubestrap
+# The package under test (make package-deb), fixed for this run even if dist/ changes meanwhile.
+deb=${KUBESTRAP_DEB:-$(find "$E2E_ROOT/dist" -maxdepth 1 -name 'kubestrap_*.deb' -printf '%T@ %p\n' 2>/dev/null |
+  sort -rn | head -1 | cut -d' ' -f2-)}
+[ -f "$deb" ] || die "no kubestrap .deb in $E2E_ROOT/dist (make package-deb)"
+cp "$deb" "$RUN/"
 
-# Host state the cluster changes, restored by down.sh.
+# Host state the cluster could change, checked (and restored) by down.sh: the
+# nodes see the kubelet's sysctls as read-only files (sdnode-init), kube-proxy's
+# conntrack settings are global.
 [ -d /run/netns ] || touch "$RUN/netns-created"
 : > "$RUN/host-sysctls"
-for k in /proc/sys/vm/overcommit_memory /proc/sys/kernel/panic /proc/sys/kernel/panic_on_oops \
+for k in /proc/sys/vm/overcommit_memory /proc/sys/vm/panic_on_oom /proc/sys/kernel/panic /proc/sys/kernel/panic_on_oops \
          /proc/sys/kernel/keys/root_maxkeys /proc/sys/kernel/keys/root_maxbytes \
          /proc/sys/net/netfilter/nf_conntrack_max /sys/module/nf_conntrack/parameters/hashsize; do
   [ -r "$k" ] && echo "$k $(cat "$k")" >> "$RUN/host-sysctls"
 done
+# The one change made on purpose, undone by down.sh: every node's systemd,
+# journald, kubelet and containerd take inotify instances of the machine's
+# root user, and the default 128 runs out at about seven nodes (systemd then
+# fails at boot with "Failed to allocate manager object: Too many open files").
+for kv in fs/inotify/max_user_instances=4096 fs/inotify/max_user_watches=524288; do
+  k=/proc/sys/${kv%=*}
+  echo "$k $(cat "$k")" >> "$RUN/host-sysctls"
+  [ "$(cat "$k")" -ge "${kv#*=}" ] || echo "${kv#*=}" > "$k"
+done
 
-# ready NODE: kubestrap on NODE has sent READY=1.
-ready() { grep -q '"ready": true' "$(node_dir "$1")/units/kubestrap/state.json" 2>/dev/null; }
+# unit_prop NODE PROP: a property of the node's kubestrap unit (systemctl show).
+unit_prop() { in_node "$1" systemctl show kubestrap -p "$2" --value; }
+# ready NODE: kubestrap on NODE has sent READY=1 (Type=notify: active).
+ready() { [ "$(unit_prop "$1" ActiveState)" = active ]; }
+# journal NODE ARGS...: the node's journal, read from its disk.
+journal() { journalctl -D "$(node_disk "$1")/upper/var/log/journal" -q --no-pager "${@:2}"; }
 wait_ready() {
   local n
   for n in "$@"; do
     wait_for "${E2E_READY_TIMEOUT:-300}" "kubestrap READY on $n" ready "$n" || {
-      tail -20 "$(node_dir "$n")/units/kubestrap/output.log" >&2; return 1; }
-    log "$n: $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["status"])' "$(node_dir "$n")/units/kubestrap/state.json")"
+      journal "$n" -u kubestrap -n 20 >&2; return 1; }
+    log "$n: $(unit_prop "$n" StatusText)"
   done
 }
 nodes_ready() {
@@ -47,25 +64,37 @@ nodes_ready() {
 # What was killed goes to $RUN/crash-inside-init.json for the scenario
 # TestCrashInsideInit, which checks what the restarted agent did.
 crash_inside_init() {
-  local nd out pid starts kpids=() p end=$((SECONDS + 180))
-  nd=$(node_dir cp); out=$nd/units/kubestrap/output.log
-  until grep -qF '[kubeconfig] Writing "admin.conf"' "$out" 2>/dev/null; do
+  local pid nspid starts kpids=() p end=$((SECONDS + 180))
+  until journal cp -u kubestrap -o cat 2>/dev/null | grep -qF '[kubeconfig] Writing "admin.conf"'; do
     [ $SECONDS -lt $end ] || { log "no kubeadm init reached its kubeconfig phase on cp within 180s"; return 1; }
-    sleep 0.05
+    sleep 0.1
   done
-  # kse2e-init's state.json (indented JSON): "pid": N, "starts": N.
-  pid=$(sed -n 's/^ *"pid": \([0-9]*\).*/\1/p' "$nd/units/kubestrap/state.json")
-  starts=$(sed -n 's/^ *"starts": \([0-9]*\).*/\1/p' "$nd/units/kubestrap/state.json")
+  pid="" kpids=()
   for p in $(ip netns pids "$(node_ns cp)"); do
-    if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = kubeadm ]; then kpids+=("$p"); fi
+    case $(cat "/proc/$p/comm" 2>/dev/null) in
+      kubeadm) kpids+=("$p") ;;
+      kubestrap) pid=$p ;;
+    esac
   done
   if [ -z "$pid" ] || [ ${#kpids[@]} = 0 ]; then
     log "cp: no agent (pid '$pid') or no kubeadm (${kpids[*]}) to kill"; return 1
   fi
+  # The agent's PID inside the node, then the kill.
+  nspid=$(awk '/^NSpid:/ {print $NF}' "/proc/$pid/status")
   kill -9 "$pid" "${kpids[@]}"
+  # Which of the unit's processes it was (1 = first), as the scenarios count them in the journal.
+  starts=$(journal cp -u kubestrap -o json | python3 -c '
+import json, sys
+want, seen = sys.argv[1], []
+for line in sys.stdin:
+    e = json.loads(line)
+    if e.get("_PID") in (None, "1") or e.get("_COMM") != "kubestrap": continue
+    k = (e.get("_BOOT_ID"), e["_PID"])
+    if k not in seen: seen.append(k)
+print(next((i + 1 for i, k in enumerate(seen) if k[1] == want), len(seen)))' "$nspid")
   printf '{"killedAt": "%s", "agentPid": %s, "agentStart": %s, "kubeadmPids": [%s], "trigger": "[kubeconfig] Writing \\"admin.conf\\""}\n' \
     "$(date -u +%FT%T.%NZ)" "$pid" "$starts" "$(IFS=,; echo "${kpids[*]}")" > "$RUN/crash-inside-init.json"
-  log "cp: killed the agent ($pid) and kubeadm (${kpids[*]}) inside kubeadm init, after it wrote admin.conf"
+  log "cp: killed the agent ($pid, process $starts of its unit) and kubeadm (${kpids[*]}) inside kubeadm init, after it wrote admin.conf"
 }
 
 t0=$SECONDS

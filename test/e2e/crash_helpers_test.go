@@ -9,12 +9,10 @@ package e2e
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/logging"
 	"github.com/kubestrap/kubestrap/internal/state"
 )
 
@@ -44,52 +43,34 @@ const (
 
 // ---- the agent's log, line by line ----
 
-// logLine is one entry of the agent's console log: time, level, [logger,]
-// message, JSON fields.
+// logLine is one entry the agent wrote to the node's journal: time, level
+// (syslog priority), message, fields (journal names: TOKEN_ID, COMMAND, ...).
 type logLine struct {
 	Time   time.Time
 	Level  string
 	Msg    string
-	Fields map[string]any
-	// Proc is the agent process that wrote it: 1 for the unit's first start,
-	// 2 for the next, ... (each process logs "kubestrap starting" first).
+	Fields map[string]string
+	// Proc is the agent process that wrote it: 1 for the unit's first
+	// process, 2 for the next, ... (by boot ID and PID in the journal).
 	Proc int
 }
 
-const logTimeLayout = "2006-01-02T15:04:05.000Z0700"
+// str is the field the agent logged as key ("tokenID" is TOKEN_ID in the journal).
+func (l logLine) str(key string) string { return l.Fields[logging.FieldName(key)] }
 
-func parseLogLine(line string) (logLine, bool) {
-	parts := strings.Split(line, "\t")
-	if len(parts) < 3 {
-		return logLine{}, false
-	}
-	ts, err := time.Parse(logTimeLayout, parts[0])
-	if err != nil {
-		return logLine{}, false
-	}
-	l := logLine{Time: ts, Level: parts[1], Msg: parts[len(parts)-1]}
-	if last := parts[len(parts)-1]; strings.HasPrefix(last, "{") && json.Unmarshal([]byte(last), &l.Fields) == nil {
-		l.Msg = parts[len(parts)-2]
-	}
-	return l, true
-}
-
-func (l logLine) str(key string) string { s, _ := l.Fields[key].(string); return s }
-
-// logFollower reads the agent's log as it grows.
+// logFollower reads the agent's journal as it grows.
 type logFollower struct {
-	path    string
-	off     int64
-	proc    int
-	partial []byte
-	seen    []logLine
+	node   string
+	cursor string
+	procs  map[string]int
+	seen   []logLine
 }
 
 // followAgentLog follows node's agent log; with fromStart it first returns
 // what is already there, otherwise only what is written from now on.
 func followAgentLog(t *testing.T, node string, fromStart bool) *logFollower {
 	t.Helper()
-	f := &logFollower{path: filepath.Join(nodeDir(node), "units", "kubestrap", "output.log")}
+	f := &logFollower{node: node, procs: map[string]int{}}
 	f.read(t)
 	if !fromStart {
 		f.seen = nil
@@ -97,49 +78,33 @@ func followAgentLog(t *testing.T, node string, fromStart bool) *logFollower {
 	return f
 }
 
-// read returns the complete lines written since the last read.
+// read returns the entries written since the last read.
 func (f *logFollower) read(t *testing.T) []logLine {
 	t.Helper()
-	fh, err := os.Open(f.path)
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	if _, err := fh.Seek(f.off, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.off += int64(len(b))
-	b = append(f.partial, b...)
-	end := bytes.LastIndexByte(b, '\n')
-	if end < 0 {
-		f.partial = b
-		return nil
-	}
-	f.partial = append([]byte(nil), b[end+1:]...)
+	es, cur := journalEntries(t, f.node, f.cursor)
+	f.cursor = cur
 	var out []logLine
-	for _, raw := range strings.Split(string(b[:end]), "\n") {
-		l, ok := parseLogLine(raw)
-		if !ok {
+	for _, e := range es {
+		if !fromAgent(e) {
 			continue
 		}
-		if l.Msg == "kubestrap starting" {
-			f.proc++
+		k := e["_BOOT_ID"] + "/" + e["_PID"]
+		if f.procs[k] == 0 {
+			f.procs[k] = len(f.procs) + 1
 		}
-		l.Proc = f.proc
-		out = append(out, l)
+		fields := map[string]string{}
+		for name, v := range e {
+			if !strings.HasPrefix(name, "_") && name != "MESSAGE" && name != "PRIORITY" && name != "SYSLOG_IDENTIFIER" {
+				fields[name] = v
+			}
+		}
+		out = append(out, logLine{Time: entryTime(e), Level: e["PRIORITY"], Msg: e["MESSAGE"], Fields: fields, Proc: f.procs[k]})
 	}
 	f.seen = append(f.seen, out...)
 	return out
 }
 
-// waitFor polls the log every 20 ms (bounded by timeout) until a line
+// waitFor polls the journal every 100 ms (bounded by timeout) until a line
 // matches; lines already read by the follower and not yet matched count.
 func (f *logFollower) waitFor(t *testing.T, timeout time.Duration, what string, match func(logLine) bool) logLine {
 	t.Helper()
@@ -155,24 +120,24 @@ func (f *logFollower) waitFor(t *testing.T, timeout time.Duration, what string, 
 			}
 		}
 		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s in %s", timeout, what, f.path)
+			t.Fatalf("timed out after %s waiting for %s in %s's journal", timeout, what, f.node)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond)
 		f.read(t)
 		pending, f.seen = f.seen, nil
 	}
 }
 
-// agentLogLines is the whole agent log of a node, parsed.
+// agentLogLines is the agent's whole journal on a node, parsed.
 func agentLogLines(t *testing.T, node string) []logLine {
 	t.Helper()
-	f := &logFollower{path: filepath.Join(nodeDir(node), "units", "kubestrap", "output.log")}
+	f := &logFollower{node: node, procs: map[string]int{}}
 	return f.read(t)
 }
 
 func isKubeadmFinished(command string) func(logLine) bool {
 	return func(l logLine) bool {
-		return l.Msg == "kubeadm finished" && l.str("command") == command && l.Fields["ok"] == true
+		return l.Msg == "kubeadm finished" && l.str("command") == command && l.str("ok") == "true"
 	}
 }
 
@@ -198,7 +163,7 @@ func kubeadmRuns(lines []logLine) []kubeadmRun {
 			out = append(out, kubeadmRun{Proc: l.Proc, Command: l.str("command"), Start: l.Time})
 		case "kubeadm finished":
 			if i, ok := open[key]; ok {
-				out[i].Finished, out[i].OK, out[i].End = true, l.Fields["ok"] == true, l.Time
+				out[i].Finished, out[i].OK, out[i].End = true, l.str("ok") == "true", l.Time
 				delete(open, key)
 			}
 		}
@@ -264,9 +229,9 @@ func childrenNamed(ppid int, comm string) []int {
 // nodeProcsNamed lists the processes in a node's network namespace whose name is comm.
 func nodeProcsNamed(t *testing.T, node, comm string) []int {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "pids", "kse2e-"+node).Output()
+	out, err := exec.Command("ip", "netns", "pids", machine(node)).Output()
 	if err != nil {
-		t.Fatalf("ip netns pids kse2e-%s: %v", node, err)
+		t.Fatalf("ip netns pids %s: %v", machine(node), err)
 	}
 	var pids []int
 	for _, f := range strings.Fields(string(out)) {
@@ -457,7 +422,7 @@ type clusterSnap struct {
 
 func caHash(t *testing.T) string {
 	t.Helper()
-	h, err := kubeadm.CACertHash(filepath.Join(nodeDir("cp"), "etc", "upper", "kubernetes", "pki", "ca.crt"))
+	h, err := kubeadm.CACertHash(nodeFile("cp", "/etc/kubernetes/pki/ca.crt"))
 	if err != nil {
 		t.Fatalf("cp CA: %v", err)
 	}

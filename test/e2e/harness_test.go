@@ -4,13 +4,14 @@
 // cluster that hack/e2e/up.sh brings up (make e2e does both, and tears it
 // down at the end) and assert on its real state: Node objects, kubeadm token
 // list, each agent's state.json and the READY/STATUS it sent to its service
-// manager, and every kubeadm run on each node (kubeadm-calls.log).
+// manager, and every kubeadm run on each node, as an operator reads them:
+// `systemctl show kubestrap` and `journalctl -u kubestrap -o json` of each
+// node (a systemd-nspawn machine booting Debian's systemd, hack/e2e/sdnode.sh).
 //
 // The scenarios share one cluster and run in order.
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,9 +36,8 @@ const (
 )
 
 var (
-	root    = envOr("E2E_ROOT", "../..")
-	runDir  = envOr("E2E_RUN", "/var/cache/kubestrap/e2e-run")
-	kubeBin = envOr("KUBE_BIN", "/var/cache/kubestrap/kube-v1.37.2")
+	root   = envOr("E2E_ROOT", "../..")
+	runDir = envOr("E2E_RUN", "/var/cache/kubestrap/e2e-run")
 )
 
 func envOr(k, def string) string {
@@ -146,7 +147,7 @@ type bootstrapToken struct {
 // tokens is `kubeadm token list` on the control plane, by token ID.
 func tokens(t *testing.T) map[string]bootstrapToken {
 	t.Helper()
-	out, err := inNode("cp", filepath.Join(kubeBin, "kubeadm"), "token", "list", "-o", "json",
+	out, err := inNode("cp", "kubeadm", "token", "list", "-o", "json",
 		"--kubeconfig", "/etc/kubernetes/admin.conf")
 	if err != nil {
 		t.Fatalf("kubeadm token list: %v\n%s", err, out)
@@ -189,92 +190,222 @@ func putJoinObject(t *testing.T, body []byte) {
 
 // ---- what the agents report ----
 
+// prefix names the test's objects on the machine (hack/e2e/lib.sh E2E_PREFIX).
+var prefix = envOr("E2E_PREFIX", "kse2e")
+
+// nodeDir holds what the harness keeps of a node (user-data, IMDS).
 func nodeDir(node string) string { return filepath.Join(runDir, "nodes", node) }
+
+// machine is the node's systemd-nspawn machine (and network namespace).
+func machine(node string) string { return prefix + "-" + node }
+
+// nodeDisk is the node's disk seen from the machine (hack/e2e/sdnode.sh).
+func nodeDisk(node string) string { return filepath.Join(runDir, "sd", "nodes", machine(node), "disk") }
+
+// nodeFile is the file at path inside the node, read from its disk: the
+// overlay's upper layer (what the node wrote), or the plain directories
+// bound on /var/lib/kubelet and /var/lib/containerd.
+func nodeFile(node, path string) string {
+	for _, d := range []string{"kubelet", "containerd"} {
+		if rest, ok := strings.CutPrefix(path, "/var/lib/"+d); ok {
+			return filepath.Join(nodeDisk(node), d, rest)
+		}
+	}
+	return filepath.Join(nodeDisk(node), "upper", path)
+}
 
 // agentState is the agent's <stateDir>/state.json (/var/lib/kubestrap in the node).
 func agentState(t *testing.T, node string) state.State {
 	t.Helper()
-	st, err := state.Load(filepath.Join(nodeDir(node), "kubestrap"))
+	st, err := state.Load(nodeFile(node, "/var/lib/kubestrap"))
 	if err != nil {
 		t.Fatalf("%s: %v", node, err)
 	}
 	return *st
 }
 
-// unitState is what the node's service manager knows of the kubestrap unit.
+// unitState is what the node's systemd knows of the kubestrap unit
+// (systemctl show), plus what the journal says of its processes.
 type unitState struct {
-	Active string `json:"active"`
-	PID    int    `json:"pid"`
-	Starts int    `json:"starts"`
-	Ready  bool   `json:"ready"`
-	Status string `json:"status"`
-	// StartedAt is when the current (or last) process started.
-	StartedAt time.Time `json:"startedAt"`
-	LastExit  string    `json:"lastExit"`
+	Active, Sub string
+	// PID is the main process, as the machine sees it (0: none).
+	PID int
+	// Starts counts the agent processes the unit ran so far (journal).
+	Starts int
+	// Ready: systemd got READY=1 from the current process (Type=notify: active).
+	Ready     bool
+	Status    string
+	NRestarts int
+	Result    string
+	// ExecMainCode and ExecMainStatus: how the last main process ended (1 and N: exit N).
+	ExecMainCode, ExecMainStatus int
+	// StartedAt is when the latest agent process logged its first line.
+	StartedAt time.Time
 }
 
 func unit(t *testing.T, node string) unitState {
 	t.Helper()
-	var u unitState
-	b, err := os.ReadFile(filepath.Join(nodeDir(node), "units", "kubestrap", "state.json"))
-	if err == nil {
-		err = json.Unmarshal(b, &u)
-	}
+	out, err := inNode(node, "systemctl", "show", "kubestrap",
+		"-p", "ActiveState,SubState,MainPID,NRestarts,StatusText,Result,ExecMainCode,ExecMainStatus")
 	if err != nil {
-		t.Fatalf("%s: kubestrap unit state: %v", node, err)
+		t.Fatalf("%s: systemctl show kubestrap: %v\n%s", node, err, out)
+	}
+	p := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			p[k] = v
+		}
+	}
+	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	u := unitState{Active: p["ActiveState"], Sub: p["SubState"], Status: p["StatusText"], NRestarts: atoi(p["NRestarts"]),
+		Result: p["Result"], ExecMainCode: atoi(p["ExecMainCode"]), ExecMainStatus: atoi(p["ExecMainStatus"])}
+	u.Ready = u.Active == "active"
+	if pid := atoi(p["MainPID"]); pid != 0 {
+		u.PID = hostPID(t, node, pid)
+	}
+	procs := agentProcs(t, node)
+	u.Starts = len(procs)
+	if len(procs) > 0 {
+		u.StartedAt = procs[len(procs)-1].first
 	}
 	return u
 }
 
-// notification is one sd_notify datagram the agent sent.
-type notification struct {
-	Time   time.Time         `json:"time"`
-	Start  int               `json:"start"`
-	Fields map[string]string `json:"fields"`
-}
-
-func notifications(t *testing.T, node string) []notification {
+// hostPID maps a PID inside the node to the machine's PID.
+func hostPID(t *testing.T, node string, nspid int) int {
 	t.Helper()
-	var out []notification
-	for _, line := range readLines(t, filepath.Join(nodeDir(node), "units", "kubestrap", "notify.log")) {
-		var n notification
-		if err := json.Unmarshal([]byte(line), &n); err != nil {
-			t.Fatalf("%s: notify.log: %v", node, err)
+	out, err := exec.Command("ip", "netns", "pids", machine(node)).Output()
+	if err != nil {
+		t.Fatalf("ip netns pids %s: %v", machine(node), err)
+	}
+	for _, f := range strings.Fields(string(out)) {
+		b, err := os.ReadFile("/proc/" + f + "/status")
+		if err != nil {
+			continue
 		}
-		out = append(out, n)
+		for _, l := range strings.Split(string(b), "\n") {
+			if ns, ok := strings.CutPrefix(l, "NSpid:"); ok {
+				ids := strings.Fields(ns)
+				if len(ids) > 1 && ids[len(ids)-1] == strconv.Itoa(nspid) {
+					pid, _ := strconv.Atoi(f)
+					return pid
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// ---- the node's journal ----
+
+// journalEntries runs journalctl on the node's journal (read from its disk,
+// also while the node is down) for the kubestrap unit; after is a cursor
+// (or ""). It returns the entries (string fields only) and the last cursor.
+func journalEntries(t *testing.T, node, after string) ([]map[string]string, string) {
+	t.Helper()
+	args := []string{"-D", nodeFile(node, "/var/log/journal"), "-u", "kubestrap", "-o", "json", "--no-pager", "-q"}
+	if after != "" {
+		args = append(args, "--after-cursor", after)
+	}
+	out, err := exec.Command("journalctl", args...).Output()
+	if err != nil {
+		if _, serr := os.Stat(nodeFile(node, "/var/log/journal")); serr != nil {
+			return nil, after
+		}
+		t.Fatalf("%s: journalctl: %v", node, err)
+	}
+	var res []map[string]string
+	last := after
+	for _, line := range strings.Split(string(out), "\n") {
+		if line == "" {
+			continue
+		}
+		var raw map[string]any
+		if err := json.Unmarshal([]byte(line), &raw); err != nil {
+			t.Fatalf("%s: journal entry: %v: %s", node, err, line)
+		}
+		e := map[string]string{}
+		for k, v := range raw {
+			if s, ok := v.(string); ok {
+				e[k] = s
+			}
+		}
+		res = append(res, e)
+		last = e["__CURSOR"]
+	}
+	return res, last
+}
+
+// fromAgent: an entry the agent process wrote (not systemd's own about the unit).
+func fromAgent(e map[string]string) bool { return e["_PID"] != "1" && e["_COMM"] == "kubestrap" }
+
+func entryTime(e map[string]string) time.Time {
+	us, _ := strconv.ParseInt(e["__REALTIME_TIMESTAMP"], 10, 64)
+	return time.UnixMicro(us)
+}
+
+type agentProc struct {
+	key   string // boot ID/PID
+	first time.Time
+}
+
+// agentProcs lists the unit's agent processes in the order they started.
+func agentProcs(t *testing.T, node string) []agentProc {
+	t.Helper()
+	es, _ := journalEntries(t, node, "")
+	var out []agentProc
+	seen := map[string]bool{}
+	for _, e := range es {
+		if !fromAgent(e) {
+			continue
+		}
+		k := e["_BOOT_ID"] + "/" + e["_PID"]
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, agentProc{k, entryTime(e)})
+		}
 	}
 	return out
 }
 
-// readyIn reports whether READY=1 was sent by process start number start.
-func readyIn(ns []notification, start int) bool {
-	for _, n := range ns {
-		if n.Start == start && n.Fields["READY"] == "1" {
-			return true
-		}
-	}
-	return false
+// readyAt reports whether the unit is active with agent process number start (1 = first).
+func readyAt(t *testing.T, node string, start int) bool {
+	t.Helper()
+	u := unit(t, node)
+	return u.Ready && u.Starts == start
 }
 
-// statuses lists the STATUS= messages sent (in order).
-func statuses(ns []notification) []string {
+// phaseLines are the agent's log entries that reported a phase (each is
+// what it also sent as STATUS=), in order.
+func phaseLines(t *testing.T, node string) []logLine {
+	t.Helper()
+	var out []logLine
+	for _, l := range agentLogLines(t, node) {
+		if l.str("phase") != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// statuses lists the phase messages (STATUS=) the agent reported, in order.
+func statuses(t *testing.T, node string) []string {
+	t.Helper()
 	var out []string
-	for _, n := range ns {
-		if s, ok := n.Fields["STATUS"]; ok {
-			out = append(out, s)
-		}
+	for _, l := range phaseLines(t, node) {
+		out = append(out, l.Msg)
 	}
 	return out
 }
 
-// kubeadmCalls lists the kubeadm subcommands run on a node ("init --config",
-// "join --config", "token create", "reset -f", ...).
+// kubeadmCalls lists the kubeadm subcommands the agent ran on a node
+// ("init", "join", "token create", "reset", ...), from its journal.
 func kubeadmCalls(t *testing.T, node string) []string {
 	t.Helper()
 	var out []string
-	for _, line := range readLines(t, filepath.Join(nodeDir(node), "kubeadm-calls.log")) {
-		if _, rest, ok := strings.Cut(line, " "); ok {
-			out = append(out, strings.TrimSpace(rest))
+	for _, l := range agentLogLines(t, node) {
+		if l.Msg == "running kubeadm" {
+			out = append(out, strings.TrimPrefix(l.str("command"), "kubeadm "))
 		}
 	}
 	return out
@@ -290,50 +421,28 @@ func countCalls(calls []string, verb string) int {
 	return n
 }
 
-// agentLog is the agent's stderr (its log when not under journald).
+// agentLog is every field of every journal entry of the unit, as text
+// (for "no secret anywhere" and "the error names the field").
 func agentLog(t *testing.T, node string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(nodeDir(node), "units", "kubestrap", "output.log"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatal(err)
+	es, _ := journalEntries(t, node, "")
+	var b strings.Builder
+	for _, e := range es {
+		for k, v := range e {
+			fmt.Fprintf(&b, "%s=%s\t", k, v)
+		}
+		b.WriteString("\n")
 	}
-	return string(b)
+	return b.String()
 }
 
-// logEntries returns the structured fields of the agent's log lines whose
-// message is msg (console format: time, level, [logger,] message, JSON fields).
-func logEntries(t *testing.T, node, msg string) []map[string]any {
+// logEntries returns the fields (journal names) of the agent's entries whose message is msg.
+func logEntries(t *testing.T, node, msg string) []map[string]string {
 	t.Helper()
-	var out []map[string]any
-	for _, line := range strings.Split(agentLog(t, node), "\n") {
-		parts := strings.Split(line, "\t")
-		if len(parts) < 4 || parts[len(parts)-2] != msg {
-			continue
-		}
-		var f map[string]any
-		if json.Unmarshal([]byte(parts[len(parts)-1]), &f) == nil {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func readLines(t *testing.T, path string) []string {
-	t.Helper()
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); l != "" {
-			out = append(out, l)
+	var out []map[string]string
+	for _, l := range agentLogLines(t, node) {
+		if l.Msg == msg {
+			out = append(out, l.Fields)
 		}
 	}
 	return out
@@ -364,7 +473,7 @@ func waitJoined(t *testing.T, node string, timeout time.Duration) {
 	t.Helper()
 	eventually(t, timeout, node+" joined (READY=1) and its Node Ready", func() (bool, string) {
 		u := unit(t, node)
-		if !u.Ready {
+		if !u.Ready || u.Sub != "running" {
 			return false, fmt.Sprintf("unit %s, STATUS %q", u.Active, u.Status)
 		}
 		n, ok := nodes(t)[node]

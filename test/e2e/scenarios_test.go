@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,8 +50,8 @@ func TestScenario1FreshBootstrap(t *testing.T) {
 	if n := countRuns(kubeadmRuns(agentLogLines(t, "cp")), "kubeadm init", func(r kubeadmRun) bool { return r.OK }); n != 1 {
 		t.Errorf("%d kubeadm init runs finished on cp, want 1", n)
 	}
-	if !readyIn(notifications(t, "cp"), unit(t, "cp").Starts) {
-		t.Errorf("cp agent sent no READY=1")
+	if u := unit(t, "cp"); !u.Ready {
+		t.Errorf("cp agent sent no READY=1: unit %s, STATUS %q", u.Active, u.Status)
 	}
 	info, raw := joinObject(t)
 	if info.Cluster != cluster || info.TokenID() != cp.TokenID || info.Generation != cp.JoinGeneration {
@@ -73,17 +74,14 @@ func TestScenario1FreshBootstrap(t *testing.T) {
 		if j, r := countCalls(kubeadmCalls(t, w), "join"), countCalls(kubeadmCalls(t, w), "reset"); j != 1 || r != 0 {
 			t.Errorf("%s ran kubeadm join %d and reset %d times, want 1 and 0", w, j, r)
 		}
-		ns := notifications(t, w)
-		if !readyIn(ns, 1) {
-			t.Errorf("%s agent sent no READY=1", w)
-		}
-		if s := statuses(ns); len(s) == 0 || s[len(s)-1] != "joined as "+w {
-			t.Errorf("%s: last STATUS %q", w, s)
+		if u := unit(t, w); !u.Ready || u.Starts != 1 || u.NRestarts != 0 || u.Status != "joined as "+w {
+			t.Errorf("%s: unit %s after %d agent processes (NRestarts %d), STATUS %q; want active, 1, 0, %q",
+				w, u.Active, u.Starts, u.NRestarts, u.Status, "joined as "+w)
 		}
 		if len(st.ECRRegistries) != 1 || st.ECRRegistries[0] != ecrHost {
 			t.Errorf("%s: ECR registries %v, want [%s]", w, st.ECRRegistries, ecrHost)
 		}
-		fi, err := os.Stat(filepath.Join(nodeDir(w), "kubelet", "config.json"))
+		fi, err := os.Stat(nodeFile(w, "/var/lib/kubelet/config.json"))
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: /var/lib/kubelet/config.json: %v (mode %v)", w, err, fi)
 		}
@@ -92,7 +90,7 @@ func TestScenario1FreshBootstrap(t *testing.T) {
 	// only endpoints, the credentials come from the instance role via IMDS.
 	for _, n := range []string{"cp", "w1", "w2"} {
 		for _, f := range []string{"default/kubestrap", "kubestrap/config.yaml"} {
-			b, err := os.ReadFile(filepath.Join(nodeDir(n), "etc", "upper", f))
+			b, err := os.ReadFile(nodeFile(n, "/etc/"+f))
 			if err != nil {
 				t.Fatalf("%s: /etc/%s: %v", n, f, err)
 			}
@@ -101,11 +99,25 @@ func TestScenario1FreshBootstrap(t *testing.T) {
 			}
 		}
 	}
-	// No token secret in any agent log: only token IDs.
+	// No token secret in any field of any journal entry of the unit: only
+	// token IDs; the native fields an operator filters on are there.
 	secret := info.Token[strings.Index(info.Token, ".")+1:]
 	for _, n := range []string{"cp", "w1", "w2"} {
 		if strings.Contains(agentLog(t, n), secret) {
-			t.Errorf("%s: the token secret appears in the agent log", n)
+			t.Errorf("%s: the token secret appears in the journal", n)
+		}
+	}
+	pubs := logEntries(t, "cp", "published join info")
+	if len(pubs) == 0 || pubs[len(pubs)-1]["TOKEN_ID"] == "" || pubs[len(pubs)-1]["GENERATION"] == "" {
+		t.Errorf("cp: no \"published join info\" journal entry with TOKEN_ID and GENERATION: %v", pubs)
+	}
+	for _, w := range []string{"w1", "w2"} {
+		found := false
+		for _, l := range agentLogLines(t, w) {
+			found = found || (l.str("node") == w && l.str("tokenID") != "")
+		}
+		if !found {
+			t.Errorf("%s: no journal entry with NODE=%s and TOKEN_ID", w, w)
 		}
 	}
 }
@@ -384,11 +396,16 @@ func TestCrashAfterPublish(t *testing.T) {
 // process group that becomes orphaned with a stopped member gets SIGHUP from
 // the kernel, and the agent leads kubeadm's process group.)
 func TestCrashWorkerInsideJoin(t *testing.T) {
+	// Under real systemd (issue 12) the premise does not hold: when the
+	// main process of the shipped unit dies, systemd ends the rest of its
+	// control group (KillMode=control-group, the default) before it starts
+	// the agent again, so no kubeadm outlives its agent under the unit.
+	t.Skip("no orphaned kubeadm under systemd: KillMode=control-group ends it with its agent (see TestSystemdStopDuringJoin)")
 	const w = "w9"
 	bootNode(t, w)
 	f := followAgentLog(t, w, true)
 	first := f.waitFor(t, 2*time.Minute, "kubeadm join's first output line", func(l logLine) bool {
-		return l.str("command") == "kubeadm join" && l.Fields["kubeadmOutput"] == true
+		return l.str("command") == "kubeadm join" && l.str("kubeadmOutput") == "true"
 	})
 	c := killAgent(t, w, false)
 	if len(c.Kubeadm) != 1 {
@@ -460,7 +477,7 @@ func TestCrashWorkerInsideJoin(t *testing.T) {
 		t.Errorf("%s: phase %s joinedAt %s", w, st.Phase, st.JoinedAt)
 	}
 	// The JoinConfiguration (it holds the token secret) is not left behind.
-	if _, err := os.Stat(filepath.Join(nodeDir(w), "kubestrap", "kubeadm-join.yaml")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(nodeFile(w, "/var/lib/kubestrap/kubeadm-join.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("kubeadm-join.yaml left in the state directory: %v", err)
 	}
 }
@@ -477,13 +494,9 @@ func publications(t *testing.T) []published {
 	var out []published
 	for _, f := range logEntries(t, "cp", "published join info") {
 		p := published{}
-		p.TokenID, _ = f["tokenID"].(string)
-		if g, ok := f["generation"].(float64); ok {
-			p.Generation = int64(g)
-		}
-		if s, ok := f["expiresAt"].(string); ok {
-			p.ExpiresAt, _ = time.Parse(time.RFC3339Nano, s)
-		}
+		p.TokenID = f["TOKEN_ID"]
+		p.Generation, _ = strconv.ParseInt(f["GENERATION"], 10, 64)
+		p.ExpiresAt = parseLoggedTime(f["EXPIRES_AT"])
 		out = append(out, p)
 	}
 	return out
@@ -549,7 +562,7 @@ func TestScenario3ControlPlaneAgentDownPastExpiry(t *testing.T) {
 
 	before := unit(t, "cp").Starts
 	systemctl(t, "cp", "start", "kubestrap") // Type=notify: returns once READY=1 is sent
-	if !readyIn(notifications(t, "cp"), before+1) {
+	if !readyAt(t, "cp", before+1) {
 		t.Errorf("cp agent sent no READY=1 after coming back")
 	}
 	calls = kubeadmCalls(t, "cp")
@@ -588,9 +601,7 @@ func TestScenario4AgentRestartsEverywhere(t *testing.T) {
 		if u.Starts != b.starts+1 || !u.Ready {
 			t.Errorf("%s: unit starts %d -> %d, ready %v", n, b.starts, u.Starts, u.Ready)
 		}
-		if !readyIn(notifications(t, n), u.Starts) {
-			t.Errorf("%s: no READY=1 from the restarted agent", n)
-		}
+
 		if i, j := countCalls(calls, "init"), countCalls(calls, "join"); i != b.inits || j != b.joins {
 			t.Errorf("%s: kubeadm init %d -> %d, join %d -> %d; want no new init or join", n, b.inits, i, b.joins, j)
 		}
@@ -610,11 +621,11 @@ func TestScenario5ResetWorkerJoinsAgain(t *testing.T) {
 	joins := countCalls(kubeadmCalls(t, "w1"), "join")
 	resetAt := time.Now()
 	// The operator's reset: the real kubeadm, not the agent's.
-	if out, err := inNode("w1", filepath.Join(kubeBin, "kubeadm"), "reset", "-f"); err != nil {
+	if out, err := inNode("w1", "kubeadm", "reset", "-f"); err != nil {
 		t.Fatalf("kubeadm reset -f on w1: %v\n%s", err, out)
 	}
 	eventually(t, time.Minute, "w1's agent noticing the lost membership", func() (bool, string) {
-		for _, s := range statuses(notifications(t, "w1")) {
+		for _, s := range statuses(t, "w1") {
 			if strings.Contains(s, "no longer joined") {
 				return true, s
 			}
@@ -632,13 +643,13 @@ func TestScenario5ResetWorkerJoinsAgain(t *testing.T) {
 	if n := countCalls(kubeadmCalls(t, "w1"), "join"); n <= joins {
 		t.Errorf("w1 ran kubeadm join %d times in all, want more than %d", n, joins)
 	}
-	if s := statuses(notifications(t, "w1")); s[len(s)-1] != "joined as w1" {
-		t.Errorf("w1: last STATUS %q", s[len(s)-1])
+	if s := unit(t, "w1").Status; s != "joined as w1" {
+		t.Errorf("w1: STATUS %q", s)
 	}
 	// kubeadm reset empties /var/lib/kubelet, ECR credentials included: the
 	// agent writes them again right after the join.
 	eventually(t, time.Minute, "w1's ECR credentials written again after the re-join", func() (bool, string) {
-		_, err := os.Stat(filepath.Join(nodeDir("w1"), "kubelet", "config.json"))
+		_, err := os.Stat(nodeFile("w1", "/var/lib/kubelet/config.json"))
 		return err == nil, fmt.Sprint(err)
 	})
 }
@@ -724,13 +735,14 @@ func TestScenario6HostileJoinInfoRefused(t *testing.T) {
 		}
 		for _, w := range waiting {
 			eventually(t, 30*time.Second, fmt.Sprintf("%s refusing %s", w, c.name), func() (bool, string) {
-				for _, n := range notifications(t, w) {
-					s := n.Fields["STATUS"]
-					if n.Time.After(at) && strings.Contains(s, "refusing join info") && strings.Contains(s, c.want) {
-						return true, s
+				// A refusal is logged when its kind changes; STATUS always says the latest.
+				for _, l := range phaseLines(t, w) {
+					if l.Time.After(at) && strings.Contains(l.Msg, "refusing join info") && strings.Contains(l.Msg, c.want) {
+						return true, l.Msg
 					}
 				}
-				return false, unit(t, w).Status
+				s := unit(t, w).Status
+				return strings.Contains(s, "refusing join info") && strings.Contains(s, c.want), s
 			})
 		}
 	}
@@ -783,11 +795,12 @@ func TestScenario6HostileJoinInfoRefused(t *testing.T) {
 	}
 }
 
-// Scenario 7: a configuration that cannot work on this node (kubeadm.path
-// is not an executable here): `kubestrap validate` and `kubestrap run` exit
-// 2 naming the field, and the service manager leaves the unit failed instead
-// of restarting it (the unit's RestartPreventExitStatus=2). Once the file is
-// fixed, `systemctl restart` brings the agent back; the node stays joined.
+// Scenario 7 (issue 12 (c)): a configuration that cannot work on this node
+// (kubeadm.path is not an executable here): `kubestrap validate` and
+// `kubestrap run` exit 2 naming the field, and systemd leaves the unit failed
+// with exit status 2 instead of restarting it (the shipped unit's
+// RestartPreventExitStatus=2): NRestarts stays 0. Once the file is fixed,
+// `systemctl restart` brings the agent back; the node stays joined.
 func TestScenario7BadConfigNotRestarted(t *testing.T) {
 	const n = "w2"
 	const good, bad = "path: /usr/bin/kubeadm", "path: /usr/bin/kubeadm-missing"
@@ -796,7 +809,7 @@ func TestScenario7BadConfigNotRestarted(t *testing.T) {
 		if out, err := inNode(n, "sed", "-i", "s#^  "+from+"$#  "+to+"#", "/etc/kubestrap/config.yaml"); err != nil {
 			t.Fatalf("edit the config on %s: %v\n%s", n, err, out)
 		}
-		b, err := os.ReadFile(filepath.Join(nodeDir(n), "etc", "upper", "kubestrap", "config.yaml"))
+		b, err := os.ReadFile(nodeFile(n, "/etc/kubestrap/config.yaml"))
 		if err != nil || !strings.Contains(string(b), "  "+to+"\n") {
 			t.Fatalf("config on %s not edited (%v):\n%s", n, err, b)
 		}
@@ -827,23 +840,28 @@ func TestScenario7BadConfigNotRestarted(t *testing.T) {
 		t.Errorf("systemctl restart with the bad configuration succeeded:\n%s", out)
 	}
 	u := unit(t, n)
-	if u.Active != "failed" || u.LastExit != "exit status 2" || u.Starts != before.Starts+1 {
-		t.Fatalf("unit after the restart: %s, last exit %q, starts %d -> %d; want failed, exit status 2, one start",
-			u.Active, u.LastExit, before.Starts, u.Starts)
+	if u.Active != "failed" || u.Result != "exit-code" || u.ExecMainCode != 1 || u.ExecMainStatus != 2 ||
+		u.Starts != before.Starts+1 || u.NRestarts != 0 {
+		t.Fatalf("unit after the restart: %s (result %s, code %d, status %d), %d processes (%d before), NRestarts %d; "+
+			"want failed, exit-code, exited with 2, one more process, NRestarts 0",
+			u.Active, u.Result, u.ExecMainCode, u.ExecMainStatus, u.Starts, before.Starts, u.NRestarts)
 	}
 	if !strings.Contains(agentLog(t, n), "kubeadm.path") {
-		t.Errorf("the agent's error does not name kubeadm.path")
+		t.Errorf("the agent's error in the journal does not name kubeadm.path")
 	}
-	time.Sleep(3 * 2 * time.Second) // three RestartSec
-	if u := unit(t, n); u.Active != "failed" || u.Starts != before.Starts+1 {
-		t.Errorf("unit restarted after exit 2: %s, starts %d", u.Active, u.Starts)
+	time.Sleep(3 * 5 * time.Second) // three RestartSec of the shipped unit
+	if u := unit(t, n); u.Active != "failed" || u.Starts != before.Starts+1 || u.NRestarts != 0 {
+		t.Errorf("unit restarted after exit 2: %s, %d processes, NRestarts %d", u.Active, u.Starts, u.NRestarts)
+	}
+	if out, _ := inNode(n, "systemctl", "status", "kubestrap", "--no-pager"); !strings.Contains(out, "status=2/INVALIDARGUMENT") {
+		t.Errorf("systemctl status does not show status=2/INVALIDARGUMENT:\n%s", out)
 	}
 
 	edit(bad, good)
 	fixed = true
 	systemctl(t, n, "restart", "kubestrap") // returns at READY=1
 	u = unit(t, n)
-	if !u.Ready || !readyIn(notifications(t, n), u.Starts) {
+	if !u.Ready || u.Starts != before.Starts+2 {
 		t.Errorf("agent not READY after the fix: %+v", u)
 	}
 	if j := countCalls(kubeadmCalls(t, n), "join"); j != joins {
@@ -852,4 +870,12 @@ func TestScenario7BadConfigNotRestarted(t *testing.T) {
 	if nd := nodes(t)[n]; !nd.ready() {
 		t.Errorf("Node %s not Ready", n)
 	}
+}
+
+// parseLoggedTime reads a time the agent logged (a zap.Time field, written
+// to the journal as Go prints a time.Time).
+func parseLoggedTime(s string) time.Time {
+	s, _, _ = strings.Cut(s, " m=")
+	ts, _ := time.Parse("2006-01-02 15:04:05.999999999 -0700 MST", s)
+	return ts
 }
