@@ -193,9 +193,6 @@ func putJoinObject(t *testing.T, body []byte) {
 // prefix names the test's objects on the machine (hack/e2e/lib.sh E2E_PREFIX).
 var prefix = envOr("E2E_PREFIX", "kse2e")
 
-// nodeDir holds what the harness keeps of a node (user-data, IMDS).
-func nodeDir(node string) string { return filepath.Join(runDir, "nodes", node) }
-
 // machine is the node's systemd-nspawn machine (and network namespace).
 func machine(node string) string { return prefix + "-" + node }
 
