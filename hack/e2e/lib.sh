@@ -71,7 +71,7 @@ node_index() {
 node_ip() { echo "$SUBNET_PREFIX.$(node_index "$1")"; }
 node_iid() { printf 'i-0e2e%012d' "$(node_index "$1")"; }
 # The nodes a run may boot (their instance-role credentials are issued up front).
-ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9 w10"
+ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11"
 node_ns() { echo "$PFX-$1"; }
 node_dir() { echo "$RUN/nodes/$1"; }
 # pod subnet of a node: 10.244.<index>.0/24

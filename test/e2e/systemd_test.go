@@ -7,7 +7,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -235,5 +237,101 @@ while True:
 	waitJoined(t, w, 3*time.Minute)
 	if n := countCalls(kubeadmCalls(t, w), "join"); n != 1 {
 		t.Errorf("%s ran kubeadm join %d times, want 1", w, n)
+	}
+}
+
+// brokenDropIn is a TEST-ONLY drop-in that makes the unit deliberately
+// broken: the mount system calls are refused (EPERM, the unit's
+// SystemCallErrorNumber) to the agent and every kubeadm it runs.
+const brokenDropIn = "/etc/systemd/system/kubestrap.service.d/99-test-broken.conf"
+
+// ensureJoinedWorker boots node as a worker and waits for it to join, unless
+// an earlier scenario did (so the scenario also runs alone, with -run).
+func ensureJoinedWorker(t *testing.T, node string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(runDir, "nodes", node, "role")); err == nil {
+		return
+	}
+	bootNode(t, node)
+	waitJoined(t, node, 3*time.Minute)
+}
+
+// Negative control of the unit's hardening (issue 12): the shipped
+// SystemCallFilter leaves kubeadm the mount system calls, which kubeadm reset
+// needs to unmount the kubelet's pod volumes. With a test-only drop-in that
+// also forbids @mount, the reset the agent runs on a worker with running
+// pods (kube-proxy's projected volume) fails visibly: its output in the
+// journal says an unmount was not permitted. The trigger is the agent's own:
+// a joined node whose kubelet.conf disappears is no longer joined (the agent
+// clears joinedAt), it joins again, kubeadm join's preflight refuses the
+// files still there, and the agent cleans up with kubeadm reset -f. Once the
+// drop-in is gone the node converges: joined, Node Ready.
+func TestSystemdBrokenUnitResetFails(t *testing.T) {
+	const w = "w8"
+	ensureJoinedWorker(t, w)
+	if out, err := inNode(w, "sh", "-c", "mkdir -p "+filepath.Dir(brokenDropIn)+" && printf '# TEST ONLY: a deliberately broken unit\\n[Service]\\nSystemCallFilter=~@mount\\n' > "+brokenDropIn); err != nil {
+		t.Fatalf("%s: write %s: %v\n%s", w, brokenDropIn, err, out)
+	}
+	removed := false
+	restore := func() {
+		if removed {
+			return
+		}
+		removed = true
+		if out, err := inNode(w, "rm", "-f", brokenDropIn); err != nil {
+			t.Errorf("%s: rm %s: %v\n%s", w, brokenDropIn, err, out)
+		}
+		systemctl(t, w, "daemon-reload")
+		// --no-block: a restart of a Type=notify unit waits for READY, here the join.
+		systemctl(t, w, "restart", "--no-block", "kubestrap")
+	}
+	t.Cleanup(restore)
+	systemctl(t, w, "daemon-reload")
+	before := unit(t, w)
+	systemctl(t, w, "restart", "kubestrap")
+	eventually(t, time.Minute, w+": agent restarted under the broken unit and READY", func() (bool, string) {
+		u := unit(t, w)
+		return u.Starts > before.Starts && u.Ready, fmt.Sprintf("unit %s, start %d, STATUS %q", u.Active, u.Starts, u.Status)
+	})
+	if out, err := inNode(w, "systemctl", "show", "kubestrap", "-p", "DropInPaths"); err != nil || !strings.Contains(out, brokenDropIn) {
+		t.Fatalf("%s: the drop-in is not in effect: %v %s", w, err, out)
+	}
+	f := followAgentLog(t, w, false)
+	if out, err := inNode(w, "rm", "/etc/kubernetes/kubelet.conf"); err != nil {
+		t.Fatalf("%s: rm kubelet.conf: %v\n%s", w, err, out)
+	}
+	t.Logf("%s: kubelet.conf removed at %s", w, time.Now().Format("15:04:05.000"))
+	f.waitFor(t, time.Minute, "kubeadm reset after the failed join", func(l logLine) bool {
+		return l.Msg == "running kubeadm" && l.str("command") == "kubeadm reset"
+	})
+	var denied []string
+	end := f.waitFor(t, 2*time.Minute, "kubeadm reset finished", func(l logLine) bool {
+		if l.str("command") == "kubeadm reset" && l.str("kubeadmOutput") == "true" &&
+			strings.Contains(l.Msg, "operation not permitted") && strings.Contains(l.Msg, "unmount") {
+			denied = append(denied, l.Msg)
+		}
+		return l.Msg == "kubeadm finished" && l.str("command") == "kubeadm reset"
+	})
+	t.Logf("%s: kubeadm reset finished ok=%s; its unmount errors: %q", w, end.str("ok"), denied)
+	if len(denied) == 0 || end.str("ok") != "false" {
+		t.Fatalf("%s: kubeadm reset under SystemCallFilter=~@mount: ok=%s, unmounts refused with \"operation not permitted\": %d; want a failed reset naming them",
+			w, end.str("ok"), len(denied))
+	}
+	if n := len(logEntries(t, w, "kubeadm reset after failed join failed")); n == 0 {
+		t.Errorf("%s: the agent did not log the failed reset", w)
+	}
+
+	restored := time.Now()
+	restore()
+	// Joined again: the Node monitor grace period (40s) passes before
+	// kubeadm join accepts the node's name again.
+	eventually(t, 4*time.Minute, w+" joined again after the drop-in is gone", func() (bool, string) {
+		u := unit(t, w)
+		st := agentState(t, w)
+		n := nodes(t)[w]
+		return u.Ready && st.JoinedAt.After(restored) && n.ready(), fmt.Sprintf("unit %s, STATUS %q, joinedAt %s", u.Active, u.Status, st.JoinedAt)
+	})
+	if s := unit(t, w).Status; s != "joined as "+w {
+		t.Errorf("%s: STATUS %q", w, s)
 	}
 }
