@@ -41,9 +41,6 @@ type Runner struct {
 	// Lock, when set, serializes runs across agent processes: every run
 	// holds it, and the child inherits it so that it outlives a dead agent.
 	Lock *Lock
-	// OnLockWait, when set, hears that a run waits for another process's
-	// kubeadm (its PID, 0 when unknown).
-	OnLockWait func(holderPID int)
 }
 
 // ExitError is a kubeadm run that failed; Output holds its last lines
@@ -91,7 +88,7 @@ func (r *Runner) run(ctx context.Context, keepRaw bool, args ...string) (lines, 
 	}
 	var held *Held
 	if r.Lock != nil {
-		if held, err = r.Lock.Acquire(ctx, r.OnLockWait); err != nil {
+		if held, err = r.Lock.Acquire(ctx, nil); err != nil {
 			return nil, nil, fmt.Errorf("wait for the kubeadm lock before kubeadm %s: %w", firstWords(args), err)
 		}
 		defer held.Close()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	testingclock "k8s.io/utils/clock/testing"
+
 	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/testutil"
@@ -35,17 +37,7 @@ func TestControlPlaneConvergesAfterAKillAtEveryStep(t *testing.T) {
 				if i > 40 {
 					t.Fatalf("the agent never reached %s", step)
 				}
-				reached := false
-				eventually(t, "the agent to idle or reach the step", func() bool {
-					select {
-					case <-crashed:
-						reached = true
-						return true
-					default:
-						return clk.HasWaiters()
-					}
-				})
-				if reached {
+				if idleOrCrashed(t, clk, crashed) {
 					break
 				}
 				clk.Step(10 * time.Minute)
@@ -126,6 +118,23 @@ func TestWorkerConvergesAfterAKillDuringJoin(t *testing.T) {
 			assertNoLeftovers(t, h.cfg.StateDir)
 		})
 	}
+}
+
+// idleOrCrashed waits until the agent sleeps on clk or reached its crash
+// point, and reports whether it crashed.
+func idleOrCrashed(t *testing.T, clk *testingclock.FakeClock, crashed <-chan struct{}) bool {
+	t.Helper()
+	reached := false
+	eventually(t, "the agent to idle or reach its crash point", func() bool {
+		select {
+		case <-crashed:
+			reached = true
+			return true
+		default:
+			return clk.HasWaiters()
+		}
+	})
+	return reached
 }
 
 // assertNoLeftovers fails on a kubeadm configuration (it holds a token

@@ -474,15 +474,7 @@ func TestRetiredTokenExpiringBeforeItsGraceSurvivesARestart(t *testing.T) {
 	go func() { _ = cp.Run(context.Background()) }()
 	first := ""
 	for reached := false; !reached; {
-		eventually(t, "idle or crashed", func() bool {
-			select {
-			case <-crashed:
-				reached = true
-				return true
-			default:
-				return clk.HasWaiters()
-			}
-		})
+		reached = idleOrCrashed(t, clk, crashed)
 		if first == "" {
 			first = h.published(t).TokenID()
 		}

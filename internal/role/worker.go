@@ -78,10 +78,6 @@ func (w *Worker) step(name string) {
 	}
 }
 
-// errJoinedWithoutKubeconfig is a kubeadm join that succeeded while the
-// node kubeconfig is not where the configuration says.
-var errJoinedWithoutKubeconfig = errors.New("kubeadm join succeeded but the node kubeconfig is not usable")
-
 // joinConfigName is the JoinConfiguration file in the state directory.
 const joinConfigName = "kubeadm-join.yaml"
 
@@ -351,7 +347,7 @@ func (w *Worker) join(ctx context.Context, info *join.Info) error {
 	w.Reporter.Update(func(s *state.State) { s.JoinedAt = w.Clock.Now().UTC() })
 	w.step(stepAfterJoin)
 	if err := kubeadm.CheckKubeconfig(w.KubeletKubeconfig); err != nil {
-		return fmt.Errorf("%w: %w", errJoinedWithoutKubeconfig, err)
+		return fmt.Errorf("kubeadm join succeeded but the node kubeconfig is not usable: %w", err)
 	}
 	if w.OnJoined != nil {
 		w.OnJoined()
