@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/utils/clock"
 
+	"github.com/kubestrap/kubestrap/internal/addons"
 	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/ecr"
 	"github.com/kubestrap/kubestrap/internal/imds"
@@ -166,6 +167,30 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			cp.Progress = hb
 			return cp.Run(ctx)
 		})
+		if len(cfg.ControlPlane.Addons) > 0 {
+			objs, err := addons.Load(cfg.ControlPlane.Addons, cfg.Kubeadm.PodSubnet)
+			if err != nil {
+				return usageError{fmt.Errorf("controlPlane.addons: %w", err)}
+			}
+			in := &addons.Installer{Objects: objs, Clock: clk, Log: log.Named("addons"),
+				Initialized: func() bool { return !reporter.State().InitializedAt.IsZero() },
+				Connect: func() (addons.Target, error) {
+					return addons.NewApplier(paths.Admin(), role.RemoteCallTimeout)
+				},
+				OnResult: func(at time.Time, err error) {
+					reporter.Update(func(s *state.State) {
+						s.AddonsAppliedAt, s.AddonsError = at, ""
+						if err != nil {
+							s.AddonsError = err.Error()
+						}
+					})
+				},
+			}
+			parts.Add("addons", partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
+				in.Progress = hb
+				return in.Run(ctx)
+			})
+		}
 	case config.RoleWorker:
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
 			Lock: lock, KubeletKubeconfig: paths.Kubelet()}
@@ -218,7 +243,7 @@ func identify(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger) (aw
 	if awsCfg.Region == "" {
 		awsCfg.Region = identity.Region
 	}
-	node := kubeadm.Node{Name: cfg.NodeName, IP: identity.PrivateIP}
+	node := kubeadm.Node{Name: cfg.NodeName, IP: identity.PrivateIP, ProviderID: identity.ProviderID()}
 	if node.Name == "" {
 		host, err := os.Hostname()
 		if err != nil {

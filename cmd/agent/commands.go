@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kubestrap/kubestrap/internal/addons"
 	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/state"
 	"github.com/kubestrap/kubestrap/internal/version"
@@ -46,6 +47,13 @@ func loadConfig(path string) (*config.AgentConfig, error) {
 	}
 	if err := cfg.CheckHost(exec.LookPath); err != nil {
 		return nil, usageError{fmt.Errorf("config %s: %w", path, err)}
+	}
+	if cfg.Role == config.RoleControlPlane && len(cfg.ControlPlane.Addons) > 0 {
+		// The manifests must parse: a broken file is a bad configuration,
+		// not something to retry.
+		if _, err := addons.Load(cfg.ControlPlane.Addons, cfg.Kubeadm.PodSubnet); err != nil {
+			return nil, usageError{fmt.Errorf("config %s: controlPlane.addons: %w", path, err)}
+		}
 	}
 	return cfg, nil
 }
@@ -160,6 +168,8 @@ func formatStatus(st *state.State, now time.Time) string {
 	line("Last publish", when(st.LastPublish))
 	line("Initialized", when(st.InitializedAt))
 	line("Joined", when(st.JoinedAt))
+	line("Add-ons applied", when(st.AddonsAppliedAt))
+	line("Add-ons error", st.AddonsError)
 	if len(st.ECRRegistries) > 0 || st.ECRError != "" {
 		line("ECR registries", strings.Join(st.ECRRegistries, ", "))
 		line("ECR creds expire", when(st.ECRExpiresAt))

@@ -123,6 +123,44 @@ func TestValidateSkipHostChecks(t *testing.T) {
 	}
 }
 
+// TestValidateRefusesAnAddonManifestThatDoesNotParse: a control plane's
+// add-on manifest is read by validate; one that does not parse is a bad
+// configuration (exit 2) naming controlPlane.addons and the document.
+func TestValidateRefusesAnAddonManifestThatDoesNotParse(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	const ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-flannel}\n---\n"
+	if err := os.WriteFile(good, []byte(ns+"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, namespace: kube-flannel}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte(ns+"apiVersion: v1\nmetadata: {name: cfg, namespace: kube-flannel}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	controlPlane := func(manifest string) string {
+		doc := withKubeadm(strings.Replace(validConfig, "role: worker", "role: control-plane", 1), fakeKubeadm(t))
+		return writeConfig(t, doc+"controlPlane: {addons: ["+manifest+"]}\n")
+	}
+	if code, out, errOut := runCLI("validate", "--config", controlPlane(good)); code != 0 || !strings.Contains(out, "valid control-plane config") {
+		t.Fatalf("control plane with a good manifest: exit %d, %q %q", code, out, errOut)
+	}
+	code, _, errOut := runCLI("validate", "--config", controlPlane(bad))
+	if code != 2 || !strings.Contains(errOut, "controlPlane.addons: ") || !strings.Contains(errOut, bad+"#2") ||
+		!strings.Contains(errOut, "without apiVersion or kind") {
+		t.Errorf("manifest without kind: exit %d, %q; want exit 2 naming controlPlane.addons and %s#2", code, errOut, bad)
+	}
+}
+
+// TestValidateControlPlaneWithNoAddons: an empty controlPlane.addons means
+// none, so the packaged manifests need not be on the machine.
+func TestValidateControlPlaneWithNoAddons(t *testing.T) {
+	doc := withKubeadm(strings.Replace(validConfig, "role: worker", "role: control-plane", 1), fakeKubeadm(t))
+	if code, out, errOut := runCLI("validate", "--config", writeConfig(t, doc+"controlPlane: {addons: []}\n")); code != 0 ||
+		!strings.Contains(out, "valid control-plane config") {
+		t.Errorf("control plane with addons []: exit %d, %q %q", code, out, errOut)
+	}
+}
+
 func TestVersionNamesKubernetesTarget(t *testing.T) {
 	code, out, _ := runCLI("version")
 	if code != 0 || !strings.Contains(out, "Kubernetes v1.37.2") || !strings.Contains(out, "commit") {

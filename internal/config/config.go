@@ -114,7 +114,19 @@ type ControlPlaneConfig struct {
 	TokenTTL Duration `json:"tokenTTL"`
 	// KMSKeyID, when set, encrypts the published join info with SSE-KMS.
 	KMSKeyID string `json:"kmsKeyId,omitempty"`
+	// Addons are manifest files on the node (absolute paths) applied with
+	// server-side apply once the cluster is initialized, at every start;
+	// default: the pod network (flannel) and metrics-server shipped in the
+	// package under /usr/share/kubestrap/addons. An empty list applies none.
+	Addons []string `json:"addons"`
 }
+
+// Add-on manifests shipped in the kubestrap package.
+const (
+	AddonsDir          = "/usr/share/kubestrap/addons"
+	FlannelManifest    = AddonsDir + "/flannel.yaml"
+	MetricsServerAddon = AddonsDir + "/metrics-server.yaml"
+)
 
 // WorkerConfig drives the wait for join info.
 type WorkerConfig struct {
@@ -179,9 +191,10 @@ func Defaults() AgentConfig {
 			JoinTimeout:       Duration{Duration: 5 * time.Minute},
 			DiscoveryTimeout:  Duration{Duration: 2 * time.Minute},
 		},
-		ControlPlane: ControlPlaneConfig{TokenTTL: Duration{Duration: 2 * time.Hour}},
-		Worker:       WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},
-		ECR:          ECRConfig{Enabled: true, ConfigPath: "/var/lib/kubelet/config.json"},
+		ControlPlane: ControlPlaneConfig{TokenTTL: Duration{Duration: 2 * time.Hour},
+			Addons: []string{FlannelManifest, MetricsServerAddon}},
+		Worker: WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},
+		ECR:    ECRConfig{Enabled: true, ConfigPath: "/var/lib/kubelet/config.json"},
 	}
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,8 @@ func TestParseBadConfigNamesTheField(t *testing.T) {
 		{"token half-life equal to the margin", "pollInterval: 5s->pollInterval: 5s\n  expiryMargin: 1h", "controlPlane.tokenTTL",
 			"set controlPlane.tokenTTL above 2h0m0s (twice worker.expiryMargin) or worker.expiryMargin below 1h0m0s"},
 		{"relative kubeadm path", "path: /usr/bin/kubeadm->path: bin/kubeadm", "kubeadm.path", "relative path"},
+		{"relative addon path", "tokenTTL: 2h->tokenTTL: 2h\n  addons: [/usr/share/kubestrap/addons/flannel.yaml, addons/extra.yaml]",
+			"controlPlane.addons[1]", `"addons/extra.yaml" is not an absolute path`},
 		{"duplicate key", "role: worker->role: worker\nrole: control-plane", "role", "already set"},
 		{"wrong type", "cluster: demo->cluster: [a, b]", "cluster", "cannot unmarshal"},
 	}
@@ -81,6 +84,35 @@ func TestParseBadConfigNamesTheField(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), tc.says) {
 				t.Errorf("error %q does not name %q with %q", err, tc.field, tc.says)
+			}
+		})
+	}
+}
+
+func TestParseAddons(t *testing.T) {
+	cases := []struct {
+		name, edit string
+		want       []string
+	}{
+		{"absent: the packaged add-ons", "", []string{FlannelManifest, MetricsServerAddon}},
+		{"empty list: none", "tokenTTL: 2h->tokenTTL: 2h\n  addons: []", []string{}},
+		{"a list of its own", "tokenTTL: 2h->tokenTTL: 2h\n  addons: [/etc/kubestrap/cni.yaml, " + FlannelManifest + "]",
+			[]string{"/etc/kubestrap/cni.yaml", FlannelManifest}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := goodConfig
+			if old, repl, ok := strings.Cut(tc.edit, "->"); ok {
+				doc = strings.Replace(goodConfig, old, repl, 1)
+			}
+			for _, role := range []string{string(RoleWorker), string(RoleControlPlane)} {
+				cfg, err := Parse([]byte(strings.Replace(doc, "role: worker", "role: "+role, 1)))
+				if err != nil {
+					t.Fatalf("%s: refused: %v", role, err)
+				}
+				if !slices.Equal(cfg.ControlPlane.Addons, tc.want) {
+					t.Errorf("%s: addons %q, want %q", role, cfg.ControlPlane.Addons, tc.want)
+				}
 			}
 		})
 	}

@@ -116,3 +116,93 @@ func TestCheckHostNamesKubeadmPath(t *testing.T) {
 		t.Errorf("injected lookPath: asked %q, err %v", asked, err)
 	}
 }
+
+// fieldErrors returns every *FieldError in err (CheckHost joins them).
+func fieldErrors(err error) map[string]string {
+	out := map[string]string{}
+	var walk func(error)
+	walk = func(err error) {
+		var fe *FieldError
+		switch e := err.(type) {
+		case nil:
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		default:
+			if errors.As(err, &fe) {
+				out[fe.Field] = fe.Reason
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+func TestCheckHostNamesAddonFiles(t *testing.T) {
+	dir := t.TempDir()
+	kubeadm := writeProgram(t, dir, "kubeadm", 0o755)
+	manifest := filepath.Join(dir, "flannel.yaml")
+	if err := os.WriteFile(manifest, []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-flannel}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "metrics-server.yaml")
+	subdir := filepath.Join(dir, "addons.d")
+	if err := os.Mkdir(subdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	controlPlane := func(addons ...string) *AgentConfig {
+		cfg := minimalConfig(kubeadm)
+		cfg.Role = RoleControlPlane
+		cfg.ControlPlane.Addons = addons
+		return cfg
+	}
+
+	if err := controlPlane(manifest).CheckHost(nil); err != nil {
+		t.Errorf("a readable manifest refused: %v", err)
+	}
+	got := fieldErrors(controlPlane(manifest, missing, subdir).CheckHost(nil))
+	if len(got) != 2 {
+		t.Fatalf("field errors %v, want controlPlane.addons[1] and [2]", got)
+	}
+	for field, says := range map[string][]string{
+		"controlPlane.addons[1]": {missing, "cannot be read", "no such file", AddonsDir},
+		"controlPlane.addons[2]": {subdir, "is not a regular file"},
+	} {
+		for _, s := range says {
+			if !strings.Contains(got[field], s) {
+				t.Errorf("%s: reason %q does not say %q", field, got[field], s)
+			}
+		}
+	}
+
+	// A worker applies no add-ons: the files need not be there.
+	worker := controlPlane(missing, subdir)
+	worker.Role = RoleWorker
+	if err := worker.CheckHost(nil); err != nil {
+		t.Errorf("worker with missing add-on files refused: %v", err)
+	}
+	// An empty list is none.
+	for _, none := range [][]string{{}, nil} {
+		if err := controlPlane(none...).CheckHost(nil); err != nil {
+			t.Errorf("control plane with addons %#v refused: %v", none, err)
+		}
+	}
+}
+
+func TestValidateNamesARelativeAddonPath(t *testing.T) {
+	for _, role := range []Role{RoleControlPlane, RoleWorker} {
+		cfg := minimalConfig("/usr/bin/kubeadm")
+		cfg.Role = role
+		cfg.ControlPlane.Addons = []string{"/usr/share/kubestrap/addons/flannel.yaml", "flannel.yaml", "./ms.yaml"}
+		got := fieldErrors(cfg.Validate())
+		if len(got) != 2 || !strings.Contains(got["controlPlane.addons[1]"], `"flannel.yaml" is not an absolute path`) ||
+			!strings.Contains(got["controlPlane.addons[2]"], `"./ms.yaml" is not an absolute path`) {
+			t.Errorf("%s: field errors %v, want controlPlane.addons[1] and [2] not absolute", role, got)
+		}
+		cfg.ControlPlane.Addons = []string{}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s: empty addons refused: %v", role, err)
+		}
+	}
+}

@@ -80,6 +80,11 @@ func (c *AgentConfig) Validate() error {
 	checkDuration("kubeadm.joinTimeout", c.Kubeadm.JoinTimeout, 10*time.Second)
 	checkDuration("kubeadm.discoveryTimeout", c.Kubeadm.DiscoveryTimeout, 5*time.Second)
 	checkDuration("controlPlane.tokenTTL", c.ControlPlane.TokenTTL, time.Minute)
+	for i, p := range c.ControlPlane.Addons {
+		if !strings.HasPrefix(p, "/") {
+			add(fmt.Sprintf("controlPlane.addons[%d]", i), "%q is not an absolute path: name the manifest file on the node", p)
+		}
+	}
 	checkDuration("worker.pollInterval", c.Worker.PollInterval, 100*time.Millisecond)
 	checkDuration("worker.expiryMargin", c.Worker.ExpiryMargin, 0)
 	if c.ControlPlane.TokenTTL.Duration > 24*time.Hour*365 {

@@ -39,6 +39,8 @@ type Identity struct {
 	InstanceID string `json:"instanceId"`
 	AccountID  string `json:"accountId"`
 	PrivateIP  string `json:"privateIp"`
+	// AvailabilityZone is the instance's zone (eu-west-1a).
+	AvailabilityZone string `json:"availabilityZone,omitempty"`
 	// Hostname is the instance's local hostname (ip-10-0-2-7...), when IMDS has it.
 	Hostname string `json:"hostname,omitempty"`
 }
@@ -54,6 +56,8 @@ func Fetch(ctx context.Context, client API) (*Identity, error) {
 		InstanceID: doc.InstanceID,
 		AccountID:  doc.AccountID,
 		PrivateIP:  doc.PrivateIP,
+
+		AvailabilityZone: doc.AvailabilityZone,
 	}
 	if id.Region == "" || id.InstanceID == "" {
 		return nil, fmt.Errorf("instance identity document lacks region or instance ID")
@@ -65,6 +69,16 @@ func Fetch(ctx context.Context, client API) (*Identity, error) {
 		id.Hostname = h
 	}
 	return id, nil
+}
+
+// ProviderID is the node's spec.providerID in the form the AWS cloud
+// provider, cluster-autoscaler and aws-node-termination-handler use,
+// aws:///<zone>/<instance ID>, or "" without a zone or instance ID.
+func (id *Identity) ProviderID() string {
+	if id == nil || id.AvailabilityZone == "" || id.InstanceID == "" {
+		return ""
+	}
+	return "aws:///" + id.AvailabilityZone + "/" + id.InstanceID
 }
 
 func getString(ctx context.Context, client API, path string) (string, error) {

@@ -29,6 +29,7 @@ func (b *bootingIMDS) GetInstanceIdentityDocument(context.Context, *imds.GetInst
 	}
 	out := &imds.GetInstanceIdentityDocumentOutput{}
 	out.Region, out.InstanceID, out.AccountID, out.PrivateIP = "eu-west-1", "i-0abc", "111122223333", "10.0.2.7"
+	out.AvailabilityZone = "eu-west-1b"
 	return out, nil
 }
 
@@ -45,6 +46,20 @@ func TestWaitForIdentityRetriesWhileIMDSBoots(t *testing.T) {
 	}
 	if api.calls != 3 || id.Region != "eu-west-1" || id.PrivateIP != "10.0.2.8" || id.Hostname != "ip-10-0-2-8.eu-west-1.compute.internal" {
 		t.Errorf("calls %d identity %+v", api.calls, id)
+	}
+}
+
+func TestIdentityProviderIDIsTheAWSForm(t *testing.T) {
+	id, err := Fetch(context.Background(), &bootingIMDS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := id.ProviderID(); got != "aws:///eu-west-1b/i-0abc" {
+		t.Errorf("ProviderID() = %q, want aws:///eu-west-1b/i-0abc", got)
+	}
+	id.AvailabilityZone = ""
+	if got := id.ProviderID(); got != "" {
+		t.Errorf("ProviderID() without a zone = %q, want empty", got)
 	}
 }
 

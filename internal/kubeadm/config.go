@@ -23,11 +23,14 @@ type Node struct {
 	Name string
 	// IP is the node's private IP address (from IMDS).
 	IP string
+	// ProviderID is the node's spec.providerID, aws:///<zone>/<instance ID>
+	// (from IMDS), or "".
+	ProviderID string
 }
 
 // NodeRegistration builds the nodeRegistration section shared by init and join.
-// The kubelet's node-ip is set to the node's private IP unless the
-// configuration already passes node-ip.
+// The kubelet's node-ip is set to the node's private IP and its provider-id
+// to the node's providerID unless the configuration already sets them.
 func NodeRegistration(k config.KubeadmConfig, node Node) v1beta4.NodeRegistrationOptions {
 	nr := v1beta4.NodeRegistrationOptions{
 		Name:                  node.Name,
@@ -35,13 +38,19 @@ func NodeRegistration(k config.KubeadmConfig, node Node) v1beta4.NodeRegistratio
 		IgnorePreflightErrors: append([]string(nil), k.IgnorePreflightErrors...),
 		ImagePullPolicy:       corev1.PullPolicy(k.ImagePullPolicy),
 	}
-	hasNodeIP := false
+	hasNodeIP, hasProviderID := false, false
 	for _, a := range k.KubeletExtraArgs {
 		nr.KubeletExtraArgs = append(nr.KubeletExtraArgs, v1beta4.Arg{Name: a.Name, Value: a.Value})
 		hasNodeIP = hasNodeIP || a.Name == "node-ip"
+		hasProviderID = hasProviderID || a.Name == "provider-id"
 	}
 	if !hasNodeIP && node.IP != "" {
 		nr.KubeletExtraArgs = append(nr.KubeletExtraArgs, v1beta4.Arg{Name: "node-ip", Value: node.IP})
+	}
+	// The kubelet writes it into the Node object when it registers; it is
+	// how cluster-autoscaler and people map a Node to its instance.
+	if !hasProviderID && !hasKubeletConfigProviderID(k) && node.ProviderID != "" {
+		nr.KubeletExtraArgs = append(nr.KubeletExtraArgs, v1beta4.Arg{Name: "provider-id", Value: node.ProviderID})
 	}
 	return nr
 }
@@ -178,4 +187,10 @@ func marshalDocuments(docs ...any) ([]byte, error) {
 		buf.Write(b)
 	}
 	return buf.Bytes(), nil
+}
+
+// hasKubeletConfigProviderID says whether kubeadm.kubeletConfiguration sets providerID.
+func hasKubeletConfigProviderID(k config.KubeadmConfig) bool {
+	_, ok := k.KubeletConfiguration["providerID"]
+	return ok
 }

@@ -34,6 +34,36 @@ func TestInitConfigDefaultsEndpointToPrivateIPAndAlwaysSetsVersion(t *testing.T)
 	}
 }
 
+func TestNodeRegistrationSetsProviderIDUnlessTheConfigDoes(t *testing.T) {
+	node := Node{Name: "w", IP: "10.0.2.7", ProviderID: "aws:///eu-west-1a/i-0abc"}
+	args := func(cfg *config.AgentConfig) []string {
+		var out []string
+		for _, a := range NodeRegistration(cfg.Kubeadm, node).KubeletExtraArgs {
+			if a.Name == "provider-id" {
+				out = append(out, a.Value)
+			}
+		}
+		return out
+	}
+	if got := args(testConfig()); len(got) != 1 || got[0] != node.ProviderID {
+		t.Errorf("provider-id args %q, want [%s]", got, node.ProviderID)
+	}
+	own := testConfig()
+	own.Kubeadm.KubeletExtraArgs = []config.Arg{{Name: "provider-id", Value: "aws:///x/i-1"}}
+	if got := args(own); len(got) != 1 || got[0] != "aws:///x/i-1" {
+		t.Errorf("with the config's own provider-id: %q, want only it", got)
+	}
+	inKubeletConfig := testConfig()
+	inKubeletConfig.Kubeadm.KubeletConfiguration = map[string]any{"providerID": "aws:///x/i-2"}
+	if got := args(inKubeletConfig); len(got) != 0 {
+		t.Errorf("with providerID in kubeletConfiguration: provider-id args %q, want none", got)
+	}
+	node.ProviderID = ""
+	if got := args(testConfig()); len(got) != 0 {
+		t.Errorf("without a providerID from IMDS: provider-id args %q, want none", got)
+	}
+}
+
 func TestInitConfigNeedsAnEndpoint(t *testing.T) {
 	if _, _, err := InitConfig(testConfig(), Node{Name: "x"}, "", time.Hour); err == nil {
 		t.Error("no IP and no endpoint accepted")

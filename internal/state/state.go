@@ -73,6 +73,10 @@ type State struct {
 	ECRRefreshedAt time.Time `json:"ecrRefreshedAt,omitzero"`
 	ECRRegistries  []string  `json:"ecrRegistries,omitempty"`
 	ECRError       string    `json:"ecrError,omitempty"`
+	// Add-ons (control plane): when this agent process last applied every
+	// add-on manifest, or why it could not.
+	AddonsAppliedAt time.Time `json:"addonsAppliedAt,omitzero"`
+	AddonsError     string    `json:"addonsError,omitempty"`
 }
 
 // RetiredToken is a superseded bootstrap token kept alive for a while.

@@ -42,7 +42,7 @@ stateDir: %s
 nodeName: %s
 aws: {s3UsePathStyle: true, imdsTimeout: 60s}
 kubeadm: {path: %s, configDir: %s, controlPlaneEndpoint: "%s"}
-controlPlane: {tokenTTL: %s}
+controlPlane: {tokenTTL: %s, addons: []}
 worker: {expiryMargin: 20s}
 ecr: {enabled: false}
 `, cluster, bucket, filepath.Join(c.dir, "state"), name, b.fake, c.etc, apiEndpoint, ttl)
