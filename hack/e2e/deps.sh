@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end cluster needs, idempotently:
 #   Debian packages (runc, CNI plugins, iptables, conntrack, the distribution
-#   registry, htpasswd, openssl, systemd-container and debootstrap for the nodes), and Go tools built from their modules into
+#   registry, htpasswd, openssl, systemd-container and debootstrap for the nodes,
+#   busybox-static for the flannel CNI plugin image's `cp`), and Go tools built from their modules into
 #   $BUILD/bin (containerd, crane, crictl, ec2-metadata-mock).
 # usage: hack/e2e/deps.sh
 source "$(dirname "$0")/lib.sh"
@@ -13,6 +14,7 @@ declare -A pkgs=(
   [iptables]=iptables [conntrack]=conntrack [docker-registry]=docker-registry
   [htpasswd]=apache2-utils [openssl]=openssl [nsenter]=util-linux [curl]=curl
   [systemd-nspawn]=systemd-container [debootstrap]=debootstrap [journalctl]=systemd
+  [/bin/busybox]=busybox-static
 )
 missing=()
 for c in "${!pkgs[@]}"; do

@@ -24,6 +24,11 @@ AEMM_VERSION=v1.13.0
 KUBE_VERSION=v1.37.2
 PAUSE_TAG=3.10.2
 ETCD_TAG=3.7.0-0
+# Cluster add-ons (packaging/addons, images built by hack/e2e/images.sh).
+FLANNEL_VERSION=v0.28.10
+FLANNEL_CNI_PLUGIN_TAG=v1.9.1-flannel1
+COREDNS_VERSION=v1.14.6
+METRICS_SERVER_VERSION=v0.8.0
 
 # The fake AWS world.
 CLUSTER=kse2e
@@ -74,8 +79,6 @@ node_iid() { printf 'i-0e2e%012d' "$(node_index "$1")"; }
 ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11"
 node_ns() { echo "$PFX-$1"; }
 node_dir() { echo "$RUN/nodes/$1"; }
-# pod subnet of a node: 10.244.<index>.0/24
-node_pod_cidr() { echo "10.244.$(node_index "$1").0/24"; }
 
 # in_node NODE CMD...: run CMD inside the node (all its namespaces), as root
 # logged in there would (sdnode.sh exec).

@@ -4,7 +4,6 @@
 #                          the router between the test hosts; no link to the machine
 #   net.sh attach NS IP    namespace NS joined to the bridge by a veth (eth0 inside),
 #                          default route via the router (inside the test network only)
-#   net.sh route CIDR IP   route CIDR (a node's pods) via IP in the router
 # Nothing is ever created in the machine's own network namespace.
 source "$(dirname "$0")/lib.sh"
 case ${1:-} in
@@ -29,8 +28,5 @@ attach)
   ip -n "$ns" route add default via "$ROUTER_IP"
   in_ns "$ns" sysctl -qw net.ipv4.ip_forward=1
   ;;
-route)
-  ip -n "$NET_NS" route replace "$2" via "$3"
-  ;;
-*) echo "usage: net.sh up | attach NS IP | route CIDR IP" >&2; exit 2 ;;
+*) echo "usage: net.sh up | attach NS IP" >&2; exit 2 ;;
 esac

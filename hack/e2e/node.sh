@@ -38,8 +38,6 @@ kubeadm:
   # the rest of it (kernel configuration) passes. Swap: the nodes share the
   # machine's kernel, and its swap (if any) is not theirs to turn off.
   ignorePreflightErrors: [SystemVerification, Swap]
-  # No cluster DNS: the demo needs none and CoreDNS is not built offline here.
-  skipPhases: [addon/coredns]
   kubeletConfiguration:
     # cgroup v1, see above: the kubelet refuses it unless told otherwise.
     failCgroupV1: false
@@ -81,10 +79,11 @@ boot() {
   local iid; iid=$(node_iid "$n")
   [ -f "$(deb)" ] || die "no kubestrap .deb in $RUN (up.sh copies it)"
 
-  # Network: eth0 on the test bridge, the metadata address on lo, pods routed via the node.
+  # Network: eth0 on the test bridge (the VPC subnet), the metadata address
+  # on lo. Pod traffic between nodes is the pod network's (flannel VXLAN over
+  # eth0): the harness adds no pod routes.
   "$H/net.sh" attach "$ns" "$ip"
   ip -n "$ns" addr add 169.254.169.254/32 dev lo
-  "$H/net.sh" route "$(node_pod_cidr "$n")" "$ip"
 
   # The instance metadata service of this instance (before the node boots:
   # an instance's IMDS is there from its first instruction).
@@ -92,7 +91,7 @@ boot() {
   imds "$n" "$ip" "$iid" "$role"
 
   # Power on: Debian's systemd as PID 1 (sdnode.sh boot), then the AMI's
-  # provisioning on the fresh disk: the kubestrap .deb, pre-pulled images, CNI.
+  # provisioning on the fresh disk: the kubestrap .deb, pre-pulled images.
   "$H/sdnode.sh" boot "$m" --netns "$ns" --hostname "$n" --ip "$ip"
   local R; R=$SDNODE_DIR/nodes/$m/root
   printf '%s %s\n' "$AWS_IP" "$ECR_HOST" >> "$R/etc/hosts"
@@ -101,15 +100,19 @@ boot() {
   cp "$RUN/aws/pki/ca.crt" "$R/etc/containerd/certs.d/$ECR_HOST/ca.crt"
   printf 'server = "https://%s"\n[host."https://%s"]\n  capabilities = ["pull", "resolve"]\n  ca = "/etc/containerd/certs.d/%s/ca.crt"\n' \
     "$ECR_HOST" "$ECR_HOST" "$ECR_HOST" > "$R/etc/containerd/certs.d/$ECR_HOST/hosts.toml"
-  cat > "$R/etc/cni/net.d/10-kse2e.conflist" <<CNI
-{"cniVersion": "1.0.0", "name": "kse2e", "plugins": [
-  {"type": "bridge", "bridge": "kse2e-cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$(node_pod_cidr "$n")"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-  {"type": "portmap", "capabilities": {"portMappings": true}},
-  {"type": "loopback"}]}
-CNI
+  # The VPC's resolver stands at the router's address (as AmazonProvidedDNS
+  # does at the VPC base + 2): nothing answers there, so names outside the
+  # cluster fail fast; CoreDNS forwards to it and answers cluster names itself.
+  printf 'nameserver %s\n' "$ROUTER_IP" > "$R/etc/resolv.conf"
   # The AMI's images (kubeadm would not pull them with imagePullPolicy IfNotPresent).
-  local imgs=("pause:registry.k8s.io/pause:$PAUSE_TAG" "kube-proxy:registry.k8s.io/kube-proxy:$KUBE_VERSION")
+  # Every node: the pod sandbox, kube-proxy, the pod network (flannel and its
+  # CNI plugin), and the add-ons that may land on any node (CoreDNS,
+  # metrics-server).
+  local imgs=("pause:registry.k8s.io/pause:$PAUSE_TAG" "kube-proxy:registry.k8s.io/kube-proxy:$KUBE_VERSION"
+    "flannel:ghcr.io/flannel-io/flannel:$FLANNEL_VERSION"
+    "flannel-cni-plugin:ghcr.io/flannel-io/flannel-cni-plugin:$FLANNEL_CNI_PLUGIN_TAG"
+    "coredns:registry.k8s.io/coredns/coredns:$COREDNS_VERSION"
+    "metrics-server:registry.k8s.io/metrics-server/metrics-server:$METRICS_SERVER_VERSION")
   if [ "$role" = control-plane ]; then
     imgs+=("etcd:registry.k8s.io/etcd:$ETCD_TAG")
     for c in kube-apiserver kube-controller-manager kube-scheduler; do imgs+=("$c:registry.k8s.io/$c:$KUBE_VERSION"); done

@@ -112,13 +112,16 @@ image_layer() {
     > "$T/etc/crictl.yaml"
   # containerd's default configuration as provision.sh edits it (systemd
   # cgroups), plus: oom_score_adj < 0 is refused on this machine (no
-  # CAP_SYS_RESOURCE in its bounding set), Debian's CNI plugin directory,
-  # registry host configuration in certs.d.
-  mkdir -p "$T/etc/containerd/certs.d" "$T/etc/cni/net.d"
+  # CAP_SYS_RESOURCE in its bounding set), registry host configuration in
+  # certs.d. The standard CNI plugins (bridge, host-local, portmap,
+  # loopback, ...) in /opt/cni/bin as the kubernetes-cni package installs
+  # them; the pod network's own plugin and configuration are installed by
+  # its DaemonSet (flannel, applied by kubestrap), as on EC2.
+  mkdir -p "$T/etc/containerd/certs.d" "$T/etc/cni/net.d" "$T/opt/cni/bin"
+  cp -a /usr/lib/cni/. "$T/opt/cni/bin/"
   "$BIN/containerd" config default | sed \
     -e "s#SystemdCgroup = false#SystemdCgroup = true#" \
     -e "s#restrict_oom_score_adj = false#restrict_oom_score_adj = true#" \
-    -e "s#bin_dirs = \\['/opt/cni/bin'\\]#bin_dirs = ['/usr/lib/cni']#" \
     -e "0,/config_path = ''/s##config_path = '/etc/containerd/certs.d'#" > "$T/etc/containerd/config.toml"
   grep -q 'SystemdCgroup = true' "$T/etc/containerd/config.toml" || die "containerd config: SystemdCgroup not set"
   # PID 1 wrapper (see the file) and the node's systemd settings.

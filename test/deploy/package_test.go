@@ -258,6 +258,9 @@ func checkInstalledFiles(t *testing.T, root string) {
 	checkMode(t, root, "etc/kubestrap/config.yaml.example", 0o644)
 	checkMode(t, root, "usr/share/man/man8/kubestrap.8.gz", 0o644)
 	checkMode(t, root, "usr/share/doc/kubestrap/examples/10-endpoints.conf.example", 0o644)
+	// The add-on manifests the control plane applies by default (controlPlane.addons).
+	checkMode(t, root, "usr/share/kubestrap/addons/flannel.yaml", 0o644)
+	checkMode(t, root, "usr/share/kubestrap/addons/metrics-server.yaml", 0o644)
 	if _, err := os.Stat(filepath.Join(root, "etc/kubestrap/config.yaml")); err == nil {
 		t.Error("the package must not install /etc/kubestrap/config.yaml (user-data writes it)")
 	}
@@ -366,6 +369,8 @@ func TestRPMInstallIntoScratchRoot(t *testing.T) {
 		"-rwxr-xr-x  /usr/bin/kubestrap",
 		"-rw-r--r--  /usr/lib/systemd/system/kubestrap.service",
 		"-rw-r--r-- cn /etc/kubestrap/config.yaml.example",
+		"-rw-r--r--  /usr/share/kubestrap/addons/flannel.yaml",
+		"-rw-r--r--  /usr/share/kubestrap/addons/metrics-server.yaml",
 	} {
 		if !strings.Contains(files, want+"\n") {
 			t.Errorf("rpm file list lacks %q:\n%s", want, files)
