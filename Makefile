@@ -28,7 +28,10 @@ GO_BUILD_TAGS = $(shell grep -rh --include='*.go' --exclude-dir=.git '^//go:buil
 # The shell scripts shellcheck reads: every *.sh under hack/.
 SHELL_SCRIPTS = $(shell find hack -name '*.sh' | sort)
 
-lint: ## gofmt; go vet and staticcheck for every build tag; shellcheck over hack/
+# actionlint, pinned, over .github/workflows (it runs shellcheck on their run: scripts).
+ACTIONLINT ?= $(GO) run github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+
+lint: ## gofmt; go vet and staticcheck for every build tag; shellcheck over hack/; actionlint
 	@files=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		test -z "$$files" || { echo "gofmt needed: $$files"; exit 1; }
 	$(GO) vet ./...
@@ -37,6 +40,7 @@ lint: ## gofmt; go vet and staticcheck for every build tag; shellcheck over hack
 	@command -v shellcheck >/dev/null || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends shellcheck; }
 	shellcheck --external-sources --source-path=SCRIPTDIR $(SHELL_SCRIPTS)
+	$(ACTIONLINT) .github/workflows/*.yml
 
 unit: ## unit tests (seconds)
 	$(GO) test -count=1 ./...

@@ -215,8 +215,10 @@ func TestTerraformSecurityRules(t *testing.T) {
 	if instances != 2 {
 		t.Errorf("want the control-plane instance and the worker launch template, found %d", instances)
 	}
-	if policies != 3 {
-		t.Errorf("want 2 role policies and the bucket policy, found %d", policies)
+	// The two node roles', cluster-autoscaler's (tf/cluster-autoscaler.tf) and
+	// the GitHub Actions roles' (tf/cicd.tf, one for_each block), and the bucket policy.
+	if policies != 5 {
+		t.Errorf("want 4 role policy blocks and the bucket policy, found %d", policies)
 	}
 
 	f, role := find("resource", "aws_iam_role", "worker")
