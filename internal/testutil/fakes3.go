@@ -41,13 +41,15 @@ type FakeS3 struct {
 }
 
 // NewFakeS3 starts gofakes3 on loopback with bucket created; it stops with the test.
-func NewFakeS3(t testing.TB, bucket string) *FakeS3 {
+// It honours If-None-Match and If-Match on PUT and If-Match on DELETE.
+func NewFakeS3(t testing.TB, bucket string, opts ...FakeS3Option) *FakeS3 {
 	t.Helper()
-	backend := s3mem.New()
-	faker := gofakes3.New(backend)
+	o := newFakeS3Options(opts)
+	backend := s3mem.New(o.backendOptions()...)
+	faker := gofakes3.New(backend, o.serverOptions()...)
 	counts := &RequestCounts{}
 	handler := faker.Server()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(o.conditionalWrites(backend, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Real S3 answers a PUT with If-Match on a missing object (removed,
 		// or hidden by a delete marker) with 404 NoSuchKey; gofakes3 with 412.
 		if r.Method == http.MethodPut && r.Header.Get("If-Match") != "" {
@@ -72,7 +74,7 @@ func NewFakeS3(t testing.TB, bucket string) *FakeS3 {
 		}
 		counts.mu.Unlock()
 		handler.ServeHTTP(w, r)
-	}))
+	})))
 	t.Cleanup(srv.Close)
 	client := s3.New(s3.Options{
 		Region:       "eu-west-1",
