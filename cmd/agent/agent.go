@@ -29,6 +29,7 @@ import (
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/logging"
+	"github.com/kubestrap/kubestrap/internal/metrics"
 	"github.com/kubestrap/kubestrap/internal/progress"
 	"github.com/kubestrap/kubestrap/internal/role"
 	"github.com/kubestrap/kubestrap/internal/state"
@@ -96,7 +97,8 @@ const partStart = time.Minute
 
 // runRole reads the instance identity, then runs the agent's long-running
 // parts under one supervisor: the role lifecycle ("control-plane" or
-// "worker") and, when enabled, the ECR refresher ("ecr"). Each promises
+// "worker") and, when enabled, the ECR refresher ("ecr"), the add-ons
+// installer ("addons") and the metrics listener ("metrics"). Each promises
 // progress on board; the first part to stop stops the others.
 func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, notifier *systemd.Notifier, board *progress.Board) error {
 	clk := clock.RealClock{}
@@ -125,12 +127,31 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	})
 
 	parts := supervisor.New(board)
+	m := metrics.New(version.Version, string(cfg.Role))
+	if cfg.Metrics.Address != "" {
+		srv := &metrics.Server{Address: cfg.Metrics.Address, Metrics: m, Stale: board.Stale, Log: log.Named("metrics"),
+			Ready: metrics.Readiness(cfg.Role, reporter.State, metrics.KubeletHealthzURL, nil),
+			OnListen: func(err error) {
+				msg := ""
+				if err != nil {
+					msg = err.Error()
+				}
+				if reporter.State().MetricsError != msg {
+					reporter.Update(func(s *state.State) { s.MetricsError = msg })
+				}
+			},
+		}
+		parts.Add("metrics", partStart, srv.Run)
+	}
 	var refresher *ecr.Refresher
 	if cfg.ECR.Enabled {
 		refresher = ecr.NewRefresher(ecr.Refresher{
 			Client: awsecr.NewFromConfig(awsCfg), RegistryIDs: cfg.ECR.RegistryIDs, Path: cfg.ECR.ConfigPath,
 			Clock: clk, Log: log.Named("ecr"),
 			OnUpdate: func(creds *ecr.Credentials, err error) {
+				if err == nil {
+					m.SetECRExpiry(creds.ExpiresAt)
+				}
 				// The first error of an outage is kept: a retry's error
 				// differs only by request ID and would rewrite state.json
 				// at every attempt.
@@ -153,7 +174,10 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 		})
 	}
 
-	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = cfg.AWS.S3UsePathStyle })
+	s3Client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		o.UsePathStyle = cfg.AWS.S3UsePathStyle
+		o.APIOptions = append(o.APIOptions, m.AddS3Middleware) // every S3 request counts
+	})
 	store := &join.Store{Client: s3Client, Bucket: cfg.Bucket, Key: join.Key(cfg.Cluster), KMSKeyID: cfg.ControlPlane.KMSKeyID}
 	// One lock serializes every kubeadm run, also across agent processes.
 	lock := &kubeadm.Lock{Path: filepath.Join(cfg.StateDir, kubeadm.LockFile)}
@@ -162,7 +186,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	switch cfg.Role {
 	case config.RoleControlPlane:
 		cp := &role.ControlPlane{Config: cfg, Node: node, Store: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
-			Lock: lock, AdminKubeconfig: paths.Admin(), CACert: paths.CACert()}
+			Lock: lock, AdminKubeconfig: paths.Admin(), CACert: paths.CACert(), Observer: m}
 		parts.Add(string(cfg.Role), partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
 			cp.Progress = hb
 			return cp.Run(ctx)
@@ -178,6 +202,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 					return addons.NewApplier(paths.Admin(), role.RemoteCallTimeout)
 				},
 				OnResult: func(at time.Time, err error) {
+					m.SetAddonsApplied(err == nil)
 					reporter.Update(func(s *state.State) {
 						s.AddonsAppliedAt, s.AddonsError = at, ""
 						if err != nil {
@@ -193,7 +218,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 		}
 	case config.RoleWorker:
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
-			Lock: lock, KubeletKubeconfig: paths.Kubelet()}
+			Lock: lock, KubeletKubeconfig: paths.Kubelet(), Observer: m}
 		if refresher != nil {
 			w.OnJoined = refresher.Kick
 		}

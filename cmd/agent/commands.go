@@ -176,6 +176,7 @@ func formatStatus(st *state.State, now time.Time) string {
 		line("ECR refreshed", when(st.ECRRefreshedAt))
 		line("ECR error", st.ECRError)
 	}
+	line("Metrics error", st.MetricsError)
 	line("Updated", when(st.UpdatedAt))
 	return b.String()
 }

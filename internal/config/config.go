@@ -54,6 +54,7 @@ type AgentConfig struct {
 	ControlPlane ControlPlaneConfig `json:"controlPlane"`
 	Worker       WorkerConfig       `json:"worker"`
 	ECR          ECRConfig          `json:"ecr"`
+	Metrics      MetricsConfig      `json:"metrics"`
 }
 
 // AWSConfig overrides what normally comes from IMDS and the SDK defaults.
@@ -146,6 +147,18 @@ type ECRConfig struct {
 	ConfigPath string `json:"configPath"`
 }
 
+// MetricsConfig drives the agent's HTTP listener for /metrics, /healthz and
+// /readyz.
+type MetricsConfig struct {
+	// Address is the host:port the listener binds (default
+	// DefaultMetricsAddress, loopback only); empty disables the listener.
+	Address string `json:"address"`
+}
+
+// DefaultMetricsAddress is the default metrics.address: loopback only, so
+// nothing is exposed beyond the node unless the operator asks for it.
+const DefaultMetricsAddress = "127.0.0.1:9464"
+
 // Duration is a time.Duration written as a Go duration string ("5s", "2h").
 // A value that does not parse is kept aside so that Validate can report it
 // with the name of its field.
@@ -193,8 +206,9 @@ func Defaults() AgentConfig {
 		},
 		ControlPlane: ControlPlaneConfig{TokenTTL: Duration{Duration: 2 * time.Hour},
 			Addons: []string{FlannelManifest, MetricsServerAddon}},
-		Worker: WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},
-		ECR:    ECRConfig{Enabled: true, ConfigPath: "/var/lib/kubelet/config.json"},
+		Worker:  WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},
+		ECR:     ECRConfig{Enabled: true, ConfigPath: "/var/lib/kubelet/config.json"},
+		Metrics: MetricsConfig{Address: DefaultMetricsAddress},
 	}
 }
 

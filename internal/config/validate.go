@@ -162,6 +162,11 @@ func (c *AgentConfig) Validate() error {
 	if c.ECR.Enabled && !strings.HasPrefix(c.ECR.ConfigPath, "/") {
 		add("ecr.configPath", "must be an absolute path, got %q", c.ECR.ConfigPath)
 	}
+	if c.Metrics.Address != "" {
+		if reason := ListenAddressProblem(c.Metrics.Address); reason != "" {
+			add("metrics.address", "%q: %s", c.Metrics.Address, reason)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -224,6 +229,33 @@ func EndpointProblem(endpoint string) string {
 	}
 	if !isDNSSubdomain(host) {
 		return "host must be an IPv4 address, a bracketed IPv6 address or an RFC 1123 DNS name"
+	}
+	return ""
+}
+
+// ListenAddressProblem says what is wrong with a listen address, or returns
+// "" when it is host:port with the host an IP address (IPv6 in brackets),
+// "localhost", or empty (every interface), and the port a decimal number
+// 1-65535.
+func ListenAddressProblem(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "must be host:port, such as 127.0.0.1:9464 (empty disables the listener)"
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
+		return "port must be a decimal number between 1 and 65535"
+	}
+	if host == "" || host == "localhost" {
+		return ""
+	}
+	a, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return "host must be an IP address of this node (IPv6 in brackets), localhost, or empty for every interface"
+	case a.Zone() != "":
+		return "host must not carry an IPv6 zone"
+	case a.Is6() && !strings.HasPrefix(addr, "["):
+		return "an IPv6 address must be in brackets, such as [::1]:9464"
 	}
 	return ""
 }

@@ -81,6 +81,8 @@ type ControlPlane struct {
 	// VerifyInterval is how often the agent checks that join.json is still the
 	// object it wrote (a conditional GET); default 1m.
 	VerifyInterval time.Duration
+	// Observer hears the published generation and token expiry (nil: none).
+	Observer ControlPlaneObserver
 
 	endpoint string
 	// pending is a token created in the cluster but not yet published.
@@ -399,6 +401,7 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 		}
 		c.deleteRetiredTokens(ctx)
 		st = c.Reporter.State()
+		c.observePublished(st.JoinGeneration, st.TokenExpiresAt)
 		c.Reporter.Ready(state.PhasePublished,
 			fmt.Sprintf("control plane ready; join info generation %d with token %s published to %s, next refresh at %s",
 				st.JoinGeneration, st.TokenID, c.Store.URL(), at.UTC().Format(time.RFC3339)),

@@ -56,6 +56,8 @@ type Worker struct {
 	// Lock serializes kubeadm runs across agent processes; Run waits for an
 	// orphaned kubeadm before it looks at the node (nil: no lock).
 	Lock *kubeadm.Lock
+	// Observer hears every join attempt and join info poll (nil: none).
+	Observer WorkerObserver
 
 	etag string
 	// body is the last object read; it is validated again at every poll, so
@@ -254,33 +256,44 @@ func (w *Worker) poll(ctx context.Context, refused int64) (*join.Info, pollProbl
 	cancel()
 	switch {
 	case errors.Is(err, join.ErrNotFound):
+		w.observeFetch(FetchNotFound)
 		w.etag, w.body = "", nil
 		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url, expected: true}
 	case errors.Is(err, join.ErrAccessDenied):
+		w.observeFetch(FetchAccessDenied)
 		w.etag, w.body = "", nil
 		return nil, pollProblem{meaning: "access-denied", expected: true, msg: fmt.Sprintf("waiting for join info in %s (S3 denies access: not published yet, "+
 			"or the instance role lacks s3:GetObject on it)", url)}
 	case err != nil:
+		if ctx.Err() == nil {
+			w.observeFetch(FetchError)
+		}
 		return nil, pollProblem{meaning: "read-error:" + errorClass(err), msg: fmt.Sprintf("cannot read join info from %s: %v; retrying", url, err)}
 	}
+	result := FetchNotModified
 	if !fetched.NotModified {
 		w.etag, w.body = fetched.ETag, fetched.Body
+		result = FetchChanged
 	}
 	if w.body == nil {
+		w.observeFetch(FetchNotFound)
 		return nil, pollProblem{meaning: "not-found", msg: "waiting for join info in " + url, expected: true}
 	}
 	// Validated at every poll, also when unchanged: expiry and clock skew
 	// depend on the time.
 	info, err := join.Parse(w.body, w.expectations())
 	if err != nil {
+		w.observeFetch(refusedResult(err))
 		return nil, pollProblem{meaning: "refused:" + w.etag + ":" + refusalField(err), msg: refusal(url, err),
 			fields: []zap.Field{zap.String("etag", w.etag)}}
 	}
 	if info.Generation <= refused {
+		w.observeFetch(FetchRefusedGeneration)
 		return nil, pollProblem{meaning: fmt.Sprintf("generation-refused:%d", info.Generation),
 			msg: fmt.Sprintf("join info generation %d was already refused by the API server; waiting for newer join info in %s",
 				info.Generation, url)}
 	}
+	w.observeFetch(result)
 	return info, pollProblem{}
 }
 
@@ -339,16 +352,23 @@ func (w *Worker) join(ctx context.Context, info *join.Info) error {
 	w.Progress.Within(w.Config.Kubeadm.JoinTimeout.Duration + kubeadm.GracePeriod)
 	jctx, cancel := context.WithTimeout(ctx, w.Config.Kubeadm.JoinTimeout.Duration)
 	defer cancel()
+	started := w.Clock.Now()
 	err = w.Kubeadm.Join(jctx, path)
+	took := w.Clock.Since(started)
 	w.step(stepInsideJoin)
 	if err != nil {
+		if ctx.Err() == nil { // not an attempt that failed: the agent is stopping
+			w.observeJoin(joinResult(err), took)
+		}
 		return fmt.Errorf("kubeadm join: %w", err)
 	}
 	w.Reporter.Update(func(s *state.State) { s.JoinedAt = w.Clock.Now().UTC() })
 	w.step(stepAfterJoin)
 	if err := kubeadm.CheckKubeconfig(w.KubeletKubeconfig); err != nil {
+		w.observeJoin(JoinFailure, took)
 		return fmt.Errorf("kubeadm join succeeded but the node kubeconfig is not usable: %w", err)
 	}
+	w.observeJoin(JoinSuccess, took)
 	if w.OnJoined != nil {
 		w.OnJoined()
 	}

@@ -77,6 +77,9 @@ type State struct {
 	// add-on manifest, or why it could not.
 	AddonsAppliedAt time.Time `json:"addonsAppliedAt,omitzero"`
 	AddonsError     string    `json:"addonsError,omitempty"`
+	// MetricsError is why the metrics listener (metrics.address) is not
+	// serving, or "".
+	MetricsError string `json:"metricsError,omitempty"`
 }
 
 // RetiredToken is a superseded bootstrap token kept alive for a while.
