@@ -80,9 +80,8 @@ apt-get install -y "${KUBESTRAP_DEB}"
 kubestrap version
 # The add-ons the control plane applies (pod network, metrics-server) run on
 # every node: their images in the AMI, so a node becomes Ready without a registry.
-for image in $(sed -n -E 's/^\s*image:\s*"?([^"[:space:]]+)"?.*/\1/p' /usr/share/kubestrap/addons/*.yaml | sort -u); do
-  crictl pull "${image}"
-done
+sed -n -E 's/^\s*image:\s*"?([^"[:space:]]+)"?.*/\1/p' /usr/share/kubestrap/addons/*.yaml | sort -u |
+  while read -r image; do crictl pull "${image}" || exit 1; done
 # Enabled, but idle (ConditionPathExists) until user-data writes the config.
 systemctl enable kubestrap.service
 
