@@ -23,8 +23,10 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/addons"
+	"github.com/kubestrap/kubestrap/internal/certs"
 	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/ecr"
+	"github.com/kubestrap/kubestrap/internal/events"
 	"github.com/kubestrap/kubestrap/internal/imds"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
@@ -185,11 +187,48 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	paths := kubeadm.Paths{Dir: cfg.Kubeadm.ConfigDir}
 	switch cfg.Role {
 	case config.RoleControlPlane:
+		ev := newNodeEvents(node.Name, paths.Admin(), events.NewRecorder(paths.Admin(), events.Options{Clock: clk}), clk, log.Named("events"))
+		reporter.OnWarning = ev.onWarning
+		parts.Add("events", partStart, ev.run)
 		cp := &role.ControlPlane{Config: cfg, Node: node, Store: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
-			Lock: lock, AdminKubeconfig: paths.Admin(), CACert: paths.CACert(), Observer: m}
+			Lock: lock, AdminKubeconfig: paths.Admin(), CACert: paths.CACert(),
+			Observer: &controlPlaneEvents{ControlPlaneObserver: m, ev: ev, bucket: store.URL()}}
 		parts.Add(string(cfg.Role), partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
 			cp.Progress = hb
 			return cp.Run(ctx)
+		})
+		initialized := func() bool { return !reporter.State().InitializedAt.IsZero() }
+		rn := &certs.Renewer{Paths: paths, Kubeadm: runner, Clock: clk, Log: log.Named("certs"),
+			Threshold: cfg.ControlPlane.Certificates.RenewBefore.Duration,
+			Interval:  cfg.ControlPlane.Certificates.CheckInterval.Duration,
+			OnChecked: func(expiries map[string]time.Time) {
+				var earliest time.Time
+				for name, t := range expiries {
+					m.SetCertificateExpiry(name, t)
+					if !certs.IsCA(name) && (earliest.IsZero() || t.Before(earliest)) {
+						earliest = t
+					}
+				}
+				if !earliest.Equal(reporter.State().CertificatesExpireAt) {
+					reporter.Update(func(s *state.State) { s.CertificatesExpireAt = earliest.UTC() })
+				}
+			},
+			OnRenewed: func(before, after time.Time) {
+				ev.add(events.Normal, "CertificatesRenewed", fmt.Sprintf(
+					"kubestrap renewed the control plane's certificates (kubeadm certs renew all) and restarted its static pods; "+
+						"the earliest expiry moved from %s to %s", before.UTC().Format(time.RFC3339), after.UTC().Format(time.RFC3339)))
+				reporter.Update(func(s *state.State) { s.CertificatesRenewedAt = clk.Now().UTC() })
+			},
+		}
+		parts.Add("certs", partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
+			rn.Progress = hb
+			// The certificates exist once kubeadm init wrote them.
+			for !initialized() {
+				if err := wait(ctx, clk, hb, 2*time.Second); err != nil {
+					return err
+				}
+			}
+			return rn.Run(ctx)
 		})
 		if len(cfg.ControlPlane.Addons) > 0 {
 			objs, err := addons.Load(cfg.ControlPlane.Addons, cfg.Kubeadm.PodSubnet)
@@ -197,12 +236,16 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 				return usageError{fmt.Errorf("controlPlane.addons: %w", err)}
 			}
 			in := &addons.Installer{Objects: objs, Clock: clk, Log: log.Named("addons"),
-				Initialized: func() bool { return !reporter.State().InitializedAt.IsZero() },
+				Initialized: initialized,
 				Connect: func() (addons.Target, error) {
 					return addons.NewApplier(paths.Admin(), role.RemoteCallTimeout)
 				},
 				OnResult: func(at time.Time, err error) {
 					m.SetAddonsApplied(err == nil)
+					if err == nil {
+						ev.add(events.Normal, "AddonsApplied", fmt.Sprintf("kubestrap applied the add-on manifests (%s) with server-side apply",
+							strings.Join(cfg.ControlPlane.Addons, ", ")))
+					}
 					reporter.Update(func(s *state.State) {
 						s.AddonsAppliedAt, s.AddonsError = at, ""
 						if err != nil {
@@ -217,8 +260,11 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			})
 		}
 	case config.RoleWorker:
+		ev := newNodeEvents(node.Name, paths.Kubelet(), events.NewRecorder(paths.Kubelet(), events.Options{Clock: clk}), clk, log.Named("events"))
+		reporter.OnWarning = ev.onWarning
+		parts.Add("events", partStart, ev.run)
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
-			Lock: lock, KubeletKubeconfig: paths.Kubelet(), Observer: m}
+			Lock: lock, KubeletKubeconfig: paths.Kubelet(), Observer: &workerEvents{WorkerObserver: m, ev: ev}}
 		if refresher != nil {
 			w.OnJoined = refresher.Kick
 		}

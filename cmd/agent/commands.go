@@ -170,6 +170,8 @@ func formatStatus(st *state.State, now time.Time) string {
 	line("Joined", when(st.JoinedAt))
 	line("Add-ons applied", when(st.AddonsAppliedAt))
 	line("Add-ons error", st.AddonsError)
+	line("Certs expire", when(st.CertificatesExpireAt))
+	line("Certs renewed", when(st.CertificatesRenewedAt))
 	if len(st.ECRRegistries) > 0 || st.ECRError != "" {
 		line("ECR registries", strings.Join(st.ECRRegistries, ", "))
 		line("ECR creds expire", when(st.ECRExpiresAt))

@@ -120,6 +120,18 @@ type ControlPlaneConfig struct {
 	// default: the pod network (flannel) and metrics-server shipped in the
 	// package under /usr/share/kubestrap/addons. An empty list applies none.
 	Addons []string `json:"addons"`
+	// Certificates drives the check and renewal of kubeadm's certificates.
+	Certificates CertificatesConfig `json:"certificates"`
+}
+
+// CertificatesConfig drives the control plane's certificate check: at start
+// and every CheckInterval the agent reads the expiry of every
+// kubeadm-managed certificate, and renews them all (kubeadm certs renew all,
+// then a restart of the static control-plane pods) once the earliest expires
+// within RenewBefore.
+type CertificatesConfig struct {
+	RenewBefore   Duration `json:"renewBefore"`
+	CheckInterval Duration `json:"checkInterval"`
 }
 
 // Add-on manifests shipped in the kubestrap package.
@@ -205,7 +217,9 @@ func Defaults() AgentConfig {
 			DiscoveryTimeout:  Duration{Duration: 2 * time.Minute},
 		},
 		ControlPlane: ControlPlaneConfig{TokenTTL: Duration{Duration: 2 * time.Hour},
-			Addons: []string{FlannelManifest, MetricsServerAddon}},
+			Addons: []string{FlannelManifest, MetricsServerAddon},
+			Certificates: CertificatesConfig{RenewBefore: Duration{Duration: 30 * 24 * time.Hour},
+				CheckInterval: Duration{Duration: 24 * time.Hour}}},
 		Worker:  WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},
 		ECR:     ECRConfig{Enabled: true, ConfigPath: "/var/lib/kubelet/config.json"},
 		Metrics: MetricsConfig{Address: DefaultMetricsAddress},

@@ -85,6 +85,12 @@ func (c *AgentConfig) Validate() error {
 			add(fmt.Sprintf("controlPlane.addons[%d]", i), "%q is not an absolute path: name the manifest file on the node", p)
 		}
 	}
+	checkDuration("controlPlane.certificates.renewBefore", c.ControlPlane.Certificates.RenewBefore, time.Hour)
+	checkDuration("controlPlane.certificates.checkInterval", c.ControlPlane.Certificates.CheckInterval, time.Minute)
+	if rb := c.ControlPlane.Certificates.RenewBefore.Duration; rb > 180*24*time.Hour {
+		add("controlPlane.certificates.renewBefore", "must be at most 180 days (kubeadm issues certificates for one year "+
+			"by default: more would renew them at every check), got %s", rb)
+	}
 	checkDuration("worker.pollInterval", c.Worker.PollInterval, 100*time.Millisecond)
 	checkDuration("worker.expiryMargin", c.Worker.ExpiryMargin, 0)
 	if c.ControlPlane.TokenTTL.Duration > 24*time.Hour*365 {

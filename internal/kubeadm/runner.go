@@ -188,6 +188,20 @@ func (r *Runner) Reset(ctx context.Context, criSocket string) error {
 	return err
 }
 
+// CertsRenewTimeout bounds one `kubeadm certs renew all`.
+const CertsRenewTimeout = 5 * time.Minute
+
+// CertsRenewAll runs `kubeadm certs renew all`: kubeadm renews every
+// certificate it manages on this control-plane node (never the CAs), the
+// client certificates embedded in its kubeconfig files included. It runs
+// under the lock like every other run, bounded by CertsRenewTimeout.
+func (r *Runner) CertsRenewAll(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, CertsRenewTimeout)
+	defer cancel()
+	_, err := r.Run(ctx, "certs", "renew", "all")
+	return err
+}
+
 // TokenCreate has kubeadm generate a bootstrap token valid for ttl and
 // returns it ("id.secret"). The secret is never on a command line: kubeadm
 // makes it and prints it, and only the redacted form reaches the log.

@@ -111,6 +111,10 @@ type Reporter struct {
 	Notifier Notifier
 	Log      *zap.Logger
 	Clock    clock.PassiveClock
+	// OnWarning, when set, hears every problem as it is first reported
+	// (Problem, and Condition once per meaning): the agent turns some into
+	// Kubernetes Events. It must not block.
+	OnWarning func(p state.Phase, meaning, msg string)
 
 	mu sync.Mutex
 	st state.State
@@ -178,6 +182,9 @@ func (r *Reporter) Problem(p state.Phase, msg string, fields ...zap.Field) {
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
 	r.Notifier.Status(msg)
 	r.Log.Warn(msg, append(fields, zap.String("phase", string(p)))...)
+	if r.OnWarning != nil {
+		r.OnWarning(p, "", msg)
+	}
 }
 
 // Condition reports a problem that may repeat at every retry. meaning
@@ -208,6 +215,9 @@ func (r *Reporter) report(level zapcore.Level, p state.Phase, meaning, msg strin
 	}
 	r.Update(func(s *state.State) { s.Phase, s.Message = p, msg })
 	r.Log.Log(level, msg, append(fields, zap.String("phase", string(p)))...)
+	if level >= zapcore.WarnLevel && r.OnWarning != nil {
+		r.OnWarning(p, meaning, msg)
+	}
 }
 
 // Ready records the steady state and sends READY=1 (once) with msg as STATUS.

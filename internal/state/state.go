@@ -77,6 +77,10 @@ type State struct {
 	// add-on manifest, or why it could not.
 	AddonsAppliedAt time.Time `json:"addonsAppliedAt,omitzero"`
 	AddonsError     string    `json:"addonsError,omitempty"`
+	// Certificates (control plane): the earliest expiry of kubeadm's
+	// certificates (CAs aside) at the last check, and the last renewal.
+	CertificatesExpireAt  time.Time `json:"certificatesExpireAt,omitzero"`
+	CertificatesRenewedAt time.Time `json:"certificatesRenewedAt,omitzero"`
 	// MetricsError is why the metrics listener (metrics.address) is not
 	// serving, or "".
 	MetricsError string `json:"metricsError,omitempty"`
