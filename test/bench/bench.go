@@ -45,11 +45,13 @@ type Bench struct {
 	bin, kubestrap, fake string
 
 	motoURL, imdsURL string
-	s3r, imdsr       *recorder
-	s3               *s3.Client
-	rng              *mrand.Rand
-	gen              int64
-	caHash           string
+	// apiURL and apiCA: the stand-in API server the fake kubeadm's admin.conf names.
+	apiURL, apiCA string
+	s3r, imdsr    *recorder
+	s3            *s3.Client
+	rng           *mrand.Rand
+	gen           int64
+	caHash        string
 
 	// shellPeriod is the observed time between two polls of one shell worker.
 	shellPeriod time.Duration
@@ -234,7 +236,8 @@ func (b *Bench) agentEnv(id, notifySock, fk, etc string) []string {
 	return cleanEnv(b.empty,
 		"AWS_EC2_METADATA_SERVICE_ENDPOINT="+b.imdsr.URL, "AWS_ENDPOINT_URL_S3="+b.s3r.URL,
 		"AWS_SDK_UA_APP_ID="+id, "NOTIFY_SOCKET="+notifySock,
-		"FAKE_KUBEADM_DIR="+fk, "FAKE_KUBEADM_ETC="+etc)
+		"FAKE_KUBEADM_DIR="+fk, "FAKE_KUBEADM_ETC="+etc,
+		"FAKE_KUBEADM_API_SERVER="+b.apiURL, "FAKE_KUBEADM_API_CA="+b.apiCA)
 }
 
 func (b *Bench) startKSWorker(w *ksWorker) error {

@@ -9,11 +9,14 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -219,6 +222,20 @@ func run(o options) error {
 		return err
 	}
 	if err := os.Symlink(o.awsCLI, filepath.Join(b.bin, "aws")); err != nil {
+		return err
+	}
+	// The fake kubeadm's admin.conf names this stand-in API server: the
+	// control-plane agent waits for its /readyz after init, as for a real one.
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			_, _ = w.Write([]byte("ok"))
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer api.Close()
+	b.apiURL, b.apiCA = api.URL, filepath.Join(b.work, "api-ca.crt")
+	if err := os.WriteFile(b.apiCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw}), 0o644); err != nil {
 		return err
 	}
 	r := &Results{Began: began, Options: o, Machine: machineInfo(), AWSCLI: o.awsCLI}

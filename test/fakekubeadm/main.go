@@ -222,20 +222,31 @@ func writeKubeconfig(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	ca := base64.StdEncoding.EncodeToString([]byte("-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"))
+	// FAKE_KUBEADM_API_SERVER and FAKE_KUBEADM_API_CA (a PEM file) name a
+	// stand-in API server that answers /readyz; without them the kubeconfig
+	// names one that never answers.
+	caPEM, server := []byte("-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"), "https://10.0.1.10:6443"
+	if s, f := os.Getenv("FAKE_KUBEADM_API_SERVER"), os.Getenv("FAKE_KUBEADM_API_CA"); s != "" && f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		caPEM, server = b, s
+	}
+	ca := base64.StdEncoding.EncodeToString(caPEM)
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - cluster:
     certificate-authority-data: %s
-    server: https://10.0.1.10:6443
+    server: %s
   name: kubernetes
 users:
 - name: node
   user:
     client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem
     client-key: /var/lib/kubelet/pki/kubelet-client-current.pem
-`, ca)
+`, ca, server)
 	return os.WriteFile(path, []byte(kc), 0o600)
 }
 
