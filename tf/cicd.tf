@@ -93,7 +93,7 @@ locals {
     node_profile_arns  = "${local.iam_arn}:instance-profile/${var.cluster_name}-kubestrap-*"
     github_role_arns   = "${local.iam_arn}:role/${var.cluster_name}-github-*"
     github_oidc_arn    = "${local.iam_arn}:oidc-provider/${local.github_host}"
-    worker_group_arn   = "arn:${local.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${var.cluster_name}-workers"
+    worker_group_arn   = local.worker_group_arn
     ssm_policy_arn     = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
   }
 

@@ -5,6 +5,7 @@
 #   control plane: read/write <cluster>/* in the bucket
 #   workers:       read <cluster>/join.json only
 #   both:          the bucket key through S3 only, ECR pull
+#   leaving:       see worker_leave and control_plane_reconciler below
 
 locals {
   ecr_repository_arns = concat([aws_ecr_repository.app.arn], var.ecr_extra_repository_arns)
@@ -54,6 +55,27 @@ resource "aws_iam_role_policy" "worker" {
 resource "aws_iam_instance_profile" "worker" {
   name = "${var.cluster_name}-kubestrap-worker"
   role = aws_iam_role.worker.name
+}
+
+# Leaving the cluster (issue 10), each in a policy of its own so the node
+# policies above keep their template variables:
+#   workers:       complete and heartbeat lifecycle actions of the worker group
+#                  only (templates/worker-leave-policy.json.tftpl)
+#   control plane: ec2:DescribeInstances, to confirm with EC2 that the instance
+#                  of a Node is gone before deleting the Node
+#                  (templates/control-plane-reconciler-policy.json.tftpl)
+resource "aws_iam_role_policy" "worker_leave" {
+  name = "kubestrap-leave"
+  role = aws_iam_role.worker.id
+  policy = templatefile("${path.module}/templates/worker-leave-policy.json.tftpl", {
+    worker_group_arn = local.worker_group_arn
+  })
+}
+
+resource "aws_iam_role_policy" "control_plane_reconciler" {
+  name   = "kubestrap-reconciler"
+  role   = aws_iam_role.control_plane.id
+  policy = templatefile("${path.module}/templates/control-plane-reconciler-policy.json.tftpl", {})
 }
 
 # Optional shell access through Session Manager (no SSH keys, no open port 22).

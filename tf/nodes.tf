@@ -26,6 +26,26 @@ locals {
   worker_kubelet_args = length(var.worker_node_labels) == 0 ? [] : [
     { name = "node-labels", value = join(",", [for k, v in var.worker_node_labels : "${k}=${v}"]) },
   ]
+
+  # The worker group, and the ARN pattern of it that IAM policies use: the real
+  # ARN holds a UUID known only once the group exists, and Auto Scaling accepts
+  # a "*" in its place (arn:...:autoScalingGroup:*:autoScalingGroupName/<name>).
+  worker_group_name = "${var.cluster_name}-workers"
+  worker_group_arn  = "arn:${local.partition}:autoscaling:${var.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.worker_group_name}"
+
+  # The termination lifecycle hook of the worker group: a leaving worker sends
+  # heartbeats on it while it drains and completes it (CONTINUE) when done.
+  worker_lifecycle_hook_name = "kubestrap-leave"
+
+  # Instance types of the mixed instances policy (worker_spot).
+  worker_instance_types = length(var.worker_instance_types) > 0 ? var.worker_instance_types : [var.worker_instance_type]
+}
+
+check "worker_instance_types_without_spot" {
+  assert {
+    condition     = var.worker_spot || length(var.worker_instance_types) == 0
+    error_message = "worker_instance_types is set but worker_spot is false: the workers run worker_instance_type (${var.worker_instance_type}) only."
+  }
 }
 
 module "control_plane_config" {
@@ -149,6 +169,14 @@ resource "aws_launch_template" "worker" {
 
   # IMDSv2 only, and one hop: containers on the node cannot reach the
   # instance's credentials.
+  # Instance tags stay out of the metadata (tags/instance): with them in, EC2
+  # refuses to launch an instance whose tag keys contain "/" or a space (EC2
+  # user guide, "View tags for your EC2 instances using instance metadata"),
+  # and every worker carries kubestrap.dev/role and kubernetes.io/cluster/<cluster>.
+  # So a worker does not learn its group from aws:autoscaling:groupName in IMDS:
+  # the group and lifecycle hook names are Terraform's (outputs worker_asg_name
+  # and worker_lifecycle_hook_name), for the agent's configuration.
+  # test/deploy/leave_test.go fails if tags are enabled with such keys.
   metadata_options {
     http_endpoint               = "enabled"
     http_tokens                 = "required"
@@ -179,17 +207,54 @@ resource "aws_launch_template" "worker" {
 }
 
 resource "aws_autoscaling_group" "workers" {
-  name                = "${var.cluster_name}-workers"
+  name                = local.worker_group_name
   vpc_zone_identifier = local.node_subnet_ids
   min_size            = local.min_nodes
   max_size            = local.max_nodes
   desired_capacity    = var.num_nodes
   health_check_type   = "EC2"
 
-  launch_template {
-    id      = aws_launch_template.worker.id
-    version = aws_launch_template.worker.latest_version
+  # On-demand workers (the default): the launch template as it is.
+  dynamic "launch_template" {
+    for_each = var.worker_spot ? [] : [aws_launch_template.worker]
+    content {
+      id      = launch_template.value.id
+      version = launch_template.value.latest_version
+    }
   }
+
+  # Spot workers (worker_spot): the same launch template over
+  # worker_instance_types, on_demand_base_capacity on-demand and everything
+  # above it Spot.
+  dynamic "mixed_instances_policy" {
+    for_each = var.worker_spot ? [aws_launch_template.worker] : []
+    content {
+      instances_distribution {
+        on_demand_base_capacity                  = var.on_demand_base_capacity
+        on_demand_percentage_above_base_capacity = 0
+        spot_allocation_strategy                 = var.spot_allocation_strategy
+      }
+
+      launch_template {
+        launch_template_specification {
+          launch_template_id = mixed_instances_policy.value.id
+          version            = mixed_instances_policy.value.latest_version
+        }
+
+        dynamic "override" {
+          for_each = local.worker_instance_types
+          content {
+            instance_type = override.value
+          }
+        }
+      }
+    }
+  }
+
+  # Spot: on a rebalance recommendation (raised interruption risk) Auto Scaling
+  # launches a replacement first, then terminates the old worker through the
+  # termination lifecycle hook, so it leaves like any other.
+  capacity_rebalance = var.worker_spot
 
   # A new launch template version (AMI, user-data) rolls the workers; each new
   # instance joins by itself.
@@ -234,4 +299,23 @@ resource "aws_autoscaling_group" "workers" {
     aws_route.public_internet,
     aws_vpc_endpoint.s3,
   ]
+}
+
+# Every termination of a worker (scale-in, cluster-autoscaler, instance refresh,
+# capacity rebalance, a health-check replacement) waits in Terminating:Wait
+# until the node completes the lifecycle action, sends no heartbeat for
+# worker_termination_heartbeat_timeout seconds, or the hook's global limit
+# (100 x the timeout, at most 48 h) is reached; then the termination goes on
+# (CONTINUE, also the default result). What the node may do about it is in
+# templates/worker-leave-policy.json.tftpl. A spot interruption does not wait:
+# EC2 reclaims the instance after its 2-minute notice, hook or not.
+# A resource of its own rather than initial_lifecycle_hook: existing groups get
+# it, a new timeout is applied in place, and terraform destroy removes it before
+# the group, so destroying does not wait on the hook.
+resource "aws_autoscaling_lifecycle_hook" "worker_termination" {
+  name                   = local.worker_lifecycle_hook_name
+  autoscaling_group_name = aws_autoscaling_group.workers.name
+  lifecycle_transition   = "autoscaling:EC2_INSTANCE_TERMINATING"
+  heartbeat_timeout      = var.worker_termination_heartbeat_timeout
+  default_result         = "CONTINUE"
 }

@@ -63,6 +63,11 @@ output "worker_asg_name" {
   value       = aws_autoscaling_group.workers.name
 }
 
+output "worker_lifecycle_hook_name" {
+  description = "Termination lifecycle hook of the worker group: the hook a leaving worker completes (with worker_asg_name and its instance id)."
+  value       = aws_autoscaling_lifecycle_hook.worker_termination.name
+}
+
 output "control_plane_role_arn" {
   description = "IAM role of the control plane."
   value       = aws_iam_role.control_plane.arn

@@ -85,6 +85,56 @@ variable "worker_instance_type" {
   default     = "t3.medium"
 }
 
+variable "worker_spot" {
+  description = "Run the workers as Spot Instances: a mixed instances policy over worker_instance_types (on_demand_base_capacity on-demand, the rest Spot) and capacity rebalance."
+  type        = bool
+  default     = false
+}
+
+variable "worker_instance_types" {
+  description = "Instance types of the workers with worker_spot (several similar sizes give Spot more pools). Empty: [worker_instance_type]. Ignored without worker_spot."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.worker_instance_types) == length(distinct(var.worker_instance_types))
+    error_message = "worker_instance_types must not repeat a type."
+  }
+}
+
+variable "on_demand_base_capacity" {
+  description = "With worker_spot: the first this many workers are on-demand; everything above is Spot."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.on_demand_base_capacity >= 0 && floor(var.on_demand_base_capacity) == var.on_demand_base_capacity
+    error_message = "on_demand_base_capacity must be a whole number, 0 or more."
+  }
+}
+
+variable "spot_allocation_strategy" {
+  description = "With worker_spot: how Auto Scaling picks Spot pools."
+  type        = string
+  default     = "price-capacity-optimized"
+
+  validation {
+    condition     = contains(["price-capacity-optimized", "capacity-optimized", "capacity-optimized-prioritized", "lowest-price"], var.spot_allocation_strategy)
+    error_message = "spot_allocation_strategy is one of price-capacity-optimized, capacity-optimized, capacity-optimized-prioritized, lowest-price."
+  }
+}
+
+variable "worker_termination_heartbeat_timeout" {
+  description = "Seconds the worker group's termination lifecycle hook holds a terminating worker (Terminating:Wait) before Auto Scaling goes on by itself (CONTINUE); a heartbeat from the node extends it."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.worker_termination_heartbeat_timeout >= 30 && var.worker_termination_heartbeat_timeout <= 7200
+    error_message = "worker_termination_heartbeat_timeout must be between 30 and 7200 seconds (the range Auto Scaling accepts)."
+  }
+}
+
 variable "root_volume_size" {
   description = "Root volume size of every node, in GiB (encrypted gp3)."
   type        = number

@@ -215,10 +215,12 @@ func TestTerraformSecurityRules(t *testing.T) {
 	if instances != 2 {
 		t.Errorf("want the control-plane instance and the worker launch template, found %d", instances)
 	}
-	// The two node roles', cluster-autoscaler's (tf/cluster-autoscaler.tf) and
-	// the GitHub Actions roles' (tf/cicd.tf, one for_each block), and the bucket policy.
-	if policies != 5 {
-		t.Errorf("want 4 role policy blocks and the bucket policy, found %d", policies)
+	// The two node roles', their two leave policies (worker_leave,
+	// control_plane_reconciler in tf/iam.tf), cluster-autoscaler's
+	// (tf/cluster-autoscaler.tf) and the GitHub Actions roles' (tf/cicd.tf, one
+	// for_each block), and the bucket policy.
+	if policies != 7 {
+		t.Errorf("want 6 role policy blocks and the bucket policy, found %d", policies)
 	}
 
 	f, role := find("resource", "aws_iam_role", "worker")
