@@ -85,7 +85,8 @@ networking: {serviceSubnet: 10.96.0.0/12, podSubnet: 10.244.0.0/16}
 		"--peer-trusted-ca-file="+p("etcd/ca.crt"), "--peer-client-cert-auth=true")
 	startProcess(t, "kube-apiserver", env, filepath.Join(kb, "kube-apiserver"),
 		"--advertise-address=192.0.2.2", "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(apiPort),
-		"--authorization-mode=Node,RBAC", "--client-ca-file="+p("ca.crt"), "--enable-bootstrap-token-auth=true",
+		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction", // as kubeadm runs it
+		"--client-ca-file="+p("ca.crt"), "--enable-bootstrap-token-auth=true",
 		"--etcd-cafile="+p("etcd/ca.crt"), "--etcd-certfile="+p("apiserver-etcd-client.crt"),
 		"--etcd-keyfile="+p("apiserver-etcd-client.key"), "--etcd-servers="+etcdURL,
 		"--kubelet-client-certificate="+p("apiserver-kubelet-client.crt"), "--kubelet-client-key="+p("apiserver-kubelet-client.key"),
