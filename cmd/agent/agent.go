@@ -260,9 +260,15 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			})
 		}
 	case config.RoleWorker:
-		ev := newNodeEvents(node.Name, paths.Kubelet(), events.NewRecorder(paths.Kubelet(), events.Options{Clock: clk}), clk, log.Named("events"))
+		rec := events.NewRecorder(paths.Kubelet(), events.Options{Clock: clk})
+		ev := newNodeEvents(node.Name, paths.Kubelet(), rec, clk, log.Named("events"))
 		reporter.OnWarning = ev.onWarning
 		parts.Add("events", partStart, ev.run)
+		if cfg.Leave.Enabled {
+			addLeaveParts(parts, &leaveParts{cfg: cfg.Leave, awsCfg: awsCfg, node: node.Name,
+				instanceID: node.ProviderID[strings.LastIndex(node.ProviderID, "/")+1:], kubeconfig: paths.Kubelet(),
+				events: rec, status: reporter, clock: clk, log: log.Named("leave")})
+		}
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
 			Lock: lock, KubeletKubeconfig: paths.Kubelet(), Observer: &workerEvents{WorkerObserver: m, ev: ev}}
 		if refresher != nil {

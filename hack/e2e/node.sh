@@ -13,6 +13,7 @@
 #   node.sh exec NAME CMD...   run CMD inside the node (all its namespaces)
 #   node.sh systemctl NAME ARGS...
 #   node.sh shell NAME         an interactive shell in the node
+#   node.sh notice NAME KIND   its metadata service serves a spot|rebalance|asg notice from now on
 source "$(dirname "$0")/lib.sh"
 H=$(cd "$(dirname "$0")" && pwd)
 
@@ -149,6 +150,38 @@ reboot() {
   "$H/sdnode.sh" boot "$(node_ns "$n")" --netns "$(node_ns "$n")" --hostname "$n" --ip "$(node_ip "$n")"
 }
 
+# start_aemm NAME SPOT REBALANCE ASG: the node's ec2-metadata-mock, serving
+# a spot interruption, a rebalance recommendation and an Auto Scaling
+# termination SPOT, REBALANCE and ASG seconds after its start (it serves them
+# at once unless delayed). An instance has none (a year) until a scenario
+# sends one with node.sh notice.
+start_aemm() {
+  local n=$1 nd ns; nd=$(node_dir "$n"); ns=$(node_ns "$n")
+  setsid nsenter --net=/run/netns/"$ns" -- env HOME="$nd/aemm-home" "$BIN/ec2-metadata-mock" -c "$nd/aemm.json" \
+    --mock-delay-sec "$2" --rebalance-delay-sec "$3" --asg-termination-delay-sec "$4" \
+    >> "$nd/aemm.log" 2>&1 < /dev/null &
+  echo $! > "$nd/aemm.pid"
+}
+
+# notice NAME spot|rebalance|asg: the instance's metadata service starts
+# serving that notice now (ec2-metadata-mock restarted with it undelayed).
+notice() {
+  local n=$1 nd pid; nd=$(node_dir "$n")
+  [ -f "$nd/aemm.pid" ] || die "no metadata service for $n"
+  pid=$(cat "$nd/aemm.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  case $2 in
+    spot) start_aemm "$n" 0 31536000 31536000 ;;
+    rebalance) start_aemm "$n" 31536000 0 31536000 ;;
+    asg) start_aemm "$n" 31536000 31536000 0 ;;
+    *) die "notice: spot, rebalance or asg, not $2" ;;
+  esac
+  wait_for 20 "metadata service on $n" in_ns "$(node_ns "$n")" curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+    http://169.254.169.254/latest/api/token
+  log "$n: the metadata service now serves a $2 notice"
+}
+
 # imds NAME IP IID ROLE: ec2-metadata-mock in the node's network namespace.
 imds() {
   local n=$1 ip=$2 iid=$3 role=$4 nd ns; nd=$(node_dir "$n"); ns=$(node_ns "$n")
@@ -185,9 +218,7 @@ cfg = {
 json.dump(cfg, open(f"{nd}/aemm.json", "w"), indent=1)
 PY
   mkdir -p "$nd/aemm-home"
-  setsid nsenter --net=/run/netns/"$ns" -- env HOME="$nd/aemm-home" "$BIN/ec2-metadata-mock" -c "$nd/aemm.json" \
-    > "$nd/aemm.log" 2>&1 < /dev/null &
-  echo $! > "$nd/aemm.pid"
+  start_aemm "$n" 31536000 31536000 31536000
   wait_for 20 "metadata service on $n" in_ns "$ns" curl -sf -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
     http://169.254.169.254/latest/api/token
 
@@ -199,5 +230,6 @@ reboot) reboot "$2" ;;
 exec) n=$2; shift 2; in_node "$n" "$@" ;;
 systemctl) n=$2; shift 2; in_node "$n" systemctl "$@" ;;
 shell) in_node "$2" /bin/bash -l ;;
-*) echo "usage: node.sh boot NAME ROLE | reboot NAME | exec NAME CMD... | systemctl NAME ARGS... | shell NAME" >&2; exit 2 ;;
+notice) notice "$2" "$3" ;;
+*) echo "usage: node.sh boot NAME ROLE | reboot NAME | exec NAME CMD... | systemctl NAME ARGS... | shell NAME | notice NAME spot|rebalance|asg" >&2; exit 2 ;;
 esac

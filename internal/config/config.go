@@ -55,6 +55,29 @@ type AgentConfig struct {
 	Worker       WorkerConfig       `json:"worker"`
 	ECR          ECRConfig          `json:"ecr"`
 	Metrics      MetricsConfig      `json:"metrics"`
+	Leave        LeaveConfig        `json:"leave"`
+}
+
+// LeaveConfig drives how a worker leaves: the agent watches the instance
+// metadata service for a spot interruption, an Auto Scaling termination
+// (target lifecycle state Terminated) or a rebalance recommendation; on a
+// termination it cordons the node and evicts its pods before the deadline,
+// on a rebalance it only cordons.
+type LeaveConfig struct {
+	// Enabled turns the watch on (default true; workers only).
+	Enabled bool `json:"enabled"`
+	// PollInterval spaces the metadata reads (default 5s).
+	PollInterval Duration `json:"pollInterval"`
+	// LifecycleHookName is the worker group's termination lifecycle hook
+	// (Terraform output worker_lifecycle_hook_name): when set, the agent
+	// sends heartbeats while it drains and completes the action (CONTINUE).
+	LifecycleHookName string `json:"lifecycleHookName,omitempty"`
+	// AutoScalingGroupName is the worker group (Terraform output
+	// worker_asg_name); default: looked up with DescribeAutoScalingInstances.
+	AutoScalingGroupName string `json:"autoScalingGroupName,omitempty"`
+	// LifecycleHeartbeatTimeout is the hook's heartbeat timeout (default
+	// 300s): the drain's budget after an Auto Scaling termination notice.
+	LifecycleHeartbeatTimeout Duration `json:"lifecycleHeartbeatTimeout"`
 }
 
 // AWSConfig overrides what normally comes from IMDS and the SDK defaults.
@@ -223,6 +246,8 @@ func Defaults() AgentConfig {
 		Worker:  WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},
 		ECR:     ECRConfig{Enabled: true, ConfigPath: "/var/lib/kubelet/config.json"},
 		Metrics: MetricsConfig{Address: DefaultMetricsAddress},
+		Leave: LeaveConfig{Enabled: true, PollInterval: Duration{Duration: 5 * time.Second},
+			LifecycleHeartbeatTimeout: Duration{Duration: 300 * time.Second}},
 	}
 }
 

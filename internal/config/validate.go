@@ -91,6 +91,8 @@ func (c *AgentConfig) Validate() error {
 		add("controlPlane.certificates.renewBefore", "must be at most 180 days (kubeadm issues certificates for one year "+
 			"by default: more would renew them at every check), got %s", rb)
 	}
+	checkDuration("leave.pollInterval", c.Leave.PollInterval, time.Second)
+	checkDuration("leave.lifecycleHeartbeatTimeout", c.Leave.LifecycleHeartbeatTimeout, 30*time.Second)
 	checkDuration("worker.pollInterval", c.Worker.PollInterval, 100*time.Millisecond)
 	checkDuration("worker.expiryMargin", c.Worker.ExpiryMargin, 0)
 	if c.ControlPlane.TokenTTL.Duration > 24*time.Hour*365 {

@@ -27,6 +27,9 @@ const (
 	PhaseJoining         Phase = "Joining"
 	PhaseJoinFailed      Phase = "JoinFailed"
 	PhaseJoined          Phase = "Joined"
+	// PhaseLeaving: a termination notice came; the node is cordoned and its
+	// pods evicted before the deadline (the message says how far it got).
+	PhaseLeaving Phase = "Leaving"
 	PhaseInitializing    Phase = "Initializing"
 	PhaseInitFailed      Phase = "InitFailed"
 	PhaseWaitingAPI      Phase = "WaitingForAPIServer"

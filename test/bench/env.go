@@ -292,7 +292,10 @@ func startIMDS(bin, dir, empty string) (*proc, string, error) {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		return nil, "", err
 	}
-	p, err := startProc("ec2-metadata-mock", cleanEnv(empty, "HOME="+home), filepath.Join(dir, "aemm.log"), bin, "-c", path)
+	// No interruption notices (ec2-metadata-mock serves them from its start
+	// unless delayed, here by a year): the agents' leave watch stays idle.
+	p, err := startProc("ec2-metadata-mock", cleanEnv(empty, "HOME="+home), filepath.Join(dir, "aemm.log"), bin, "-c", path,
+		"--mock-delay-sec", "31536000", "--rebalance-delay-sec", "31536000", "--asg-termination-delay-sec", "31536000")
 	if err != nil {
 		return nil, "", err
 	}

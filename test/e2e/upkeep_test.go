@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kubestrap/kubestrap/internal/certs"
+	"github.com/kubestrap/kubestrap/internal/state"
 )
 
 // servedCert returns the API server certificate's "expire date" as curl
@@ -118,4 +120,134 @@ func certNotAfter(path string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return c.NotAfter, nil
+}
+
+// leaveDemo is the workload of the leave scenario: three replicas on three
+// distinct labelled workers, at least two available at any time (PDB).
+const leaveDemo = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: leave-demo, labels: {app: leave-demo}}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: leave-demo}}
+  template:
+    metadata: {labels: {app: leave-demo}}
+    spec:
+      nodeSelector: {kubestrap-e2e/leave: "yes"}
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {labelSelector: {matchLabels: {app: leave-demo}}, topologyKey: kubernetes.io/hostname}
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: demo
+        image: ` + demoImage + `
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+        resources: {requests: {cpu: 10m, memory: 16Mi}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: leave-demo}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: leave-demo}}
+`
+
+// podsOn returns the leave-demo pods by node (Running and not terminating).
+func podsOn(t *testing.T) map[string]string {
+	t.Helper()
+	out := kubectl(t, "get", "pods", "-l", "app=leave-demo", "-o",
+		`jsonpath={range .items[*]}{.spec.nodeName} {.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}`)
+	on := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[2] == "Running" {
+			on[f[0]] = f[1]
+		}
+	}
+	return on
+}
+
+// A spot interruption notice on a worker: the agent records an Event,
+// cordons the node and evicts its pods through the Eviction API with the
+// node's own kubelet credentials, honouring the PodDisruptionBudget (never
+// fewer than two available replicas seen), and the replica is running
+// elsewhere before the notice's deadline. Then a rebalance recommendation
+// on another worker only cordons it.
+func TestSpotNoticeDrainsTheNodeWithinItsBudget(t *testing.T) {
+	const leaving, spare, rebalanced = "w3", "w4", "w5"
+	for _, n := range []string{"w1", "w2", leaving} {
+		kubectl(t, "label", "node", n, "kubestrap-e2e/leave=yes", "--overwrite")
+	}
+	t.Cleanup(func() {
+		for _, n := range []string{"w1", "w2", leaving, spare} {
+			_, _ = kubectlErr("label", "node", n, "kubestrap-e2e/leave-")
+		}
+		_, _ = kubectlErr("delete", "deployment,pdb", "leave-demo", "--ignore-not-found")
+		_, _ = kubectlErr("uncordon", rebalanced)
+	})
+	apply := exec.Command(filepath.Join(root, "hack", "e2e", "kubectl.sh"), "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(leaveDemo)
+	if out, err := apply.CombinedOutput(); err != nil {
+		t.Fatalf("apply leave-demo: %v\n%s", err, out)
+	}
+	kubectl(t, "rollout", "status", "deployment/leave-demo", "--timeout=180s")
+	if on := podsOn(t); on[leaving] == "" || len(on) != 3 {
+		t.Fatalf("leave-demo pods on %v, want one on each of w1, w2, %s", on, leaving)
+	}
+	kubectl(t, "label", "node", spare, "kubestrap-e2e/leave=yes", "--overwrite")
+
+	noticeAt := time.Now()
+	mustScript(t, "node.sh", "notice", leaving, "spot")
+	deadline := noticeAt.Add(110 * time.Second)
+	minAvailable := 3
+	eventually(t, 110*time.Second, "the pod moved off "+leaving+" (before the notice's deadline)", func() (bool, string) {
+		avail, _ := kubectlErr("get", "deployment", "leave-demo", "-o", "jsonpath={.status.availableReplicas}")
+		if n, err := strconv.Atoi(strings.TrimSpace(avail)); err == nil {
+			minAvailable = min(minAvailable, n)
+		}
+		on := podsOn(t)
+		return on[leaving] == "" && on[spare] != "" && len(on) == 3, fmt.Sprintf("pods on %v, available %s", on, avail)
+	})
+	if time.Now().After(deadline) {
+		t.Errorf("the replica was rescheduled after the notice's deadline")
+	}
+	if minAvailable < 2 {
+		t.Errorf("the PodDisruptionBudget was violated: %d available replicas seen during the drain", minAvailable)
+	}
+	if u := jsonpath(t, "{.spec.unschedulable}", "node", leaving); u != "true" {
+		t.Errorf("%s is not cordoned (spec.unschedulable %q)", leaving, u)
+	}
+	st := agentState(t, leaving)
+	if st.Phase != state.PhaseLeaving {
+		t.Errorf("%s: phase %s, want %s", leaving, st.Phase, state.PhaseLeaving)
+	}
+	// Which credentials did it: the agent's own record of the leave.
+	var creds string
+	for _, l := range agentLogLines(t, leaving) {
+		if v := l.str("credentials"); v != "" {
+			creds = v
+		}
+	}
+	if creds != "system:node:"+leaving {
+		t.Errorf("%s: the leave was done as %q, want the node's own identity system:node:%s", leaving, creds, leaving)
+	}
+	evs := kubectl(t, "get", "events", "--field-selector", "involvedObject.kind=Node,involvedObject.name="+leaving,
+		"-o", "custom-columns=REASON:.reason,SOURCE:.source.component", "--no-headers")
+	t.Logf("%s events:\n%s", leaving, evs)
+	if !strings.Contains(evs, "kubestrap") {
+		t.Errorf("%s: no Event from kubestrap about the leave", leaving)
+	}
+
+	// A rebalance recommendation only cordons.
+	before := kubectl(t, "get", "pods", "-A", "--field-selector", "spec.nodeName="+rebalanced, "-o", "name")
+	mustScript(t, "node.sh", "notice", rebalanced, "rebalance")
+	eventually(t, 30*time.Second, rebalanced+" cordoned after a rebalance recommendation", func() (bool, string) {
+		u, _ := kubectlErr("get", "node", rebalanced, "-o", "jsonpath={.spec.unschedulable}")
+		return strings.TrimSpace(u) == "true", "unschedulable " + u
+	})
+	time.Sleep(5 * time.Second)
+	if after := kubectl(t, "get", "pods", "-A", "--field-selector", "spec.nodeName="+rebalanced, "-o", "name"); after != before {
+		t.Errorf("%s: pods changed after a rebalance recommendation (only a cordon is due):\nbefore:\n%s\nafter:\n%s", rebalanced, before, after)
+	}
 }

@@ -157,7 +157,11 @@ func startIMDS(t *testing.T, inst emulators.Instance) string {
 	if err := os.WriteFile(path, emulators.IMDSConfig(inst, port), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, "imds", cleanEnv(t, "HOME="+home), filepath.Join(tools, "ec2-metadata-mock"), "-c", path)
+	// An instance without interruption notices: ec2-metadata-mock serves a
+	// spot interruption, a rebalance recommendation and an Auto Scaling
+	// termination from its start unless they are delayed (here by a year).
+	startProcess(t, "imds", cleanEnv(t, "HOME="+home), filepath.Join(tools, "ec2-metadata-mock"), "-c", path,
+		"--mock-delay-sec", "31536000", "--rebalance-delay-sec", "31536000", "--asg-termination-delay-sec", "31536000")
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	waitFor(t, "ec2-metadata-mock", 30*time.Second, func() error { return emulators.IMDSReady(url) })
 	return url
