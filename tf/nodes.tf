@@ -77,6 +77,12 @@ module "worker_config" {
   service_subnet     = var.service_subnet
   ecr_registry_ids   = local.ecr_registry_ids
   kubelet_extra_args = local.worker_kubelet_args
+  # The agent completes the termination lifecycle hook when the node leaves.
+  leave = {
+    lifecycle_hook_name    = local.worker_lifecycle_hook_name
+    autoscaling_group_name = local.worker_group_name
+    heartbeat_timeout      = var.worker_termination_heartbeat_timeout
+  }
 }
 
 # --- Control plane ------------------------------------------------------------

@@ -47,12 +47,21 @@ locals {
         var.kms_key_id == "" ? {} : { kmsKeyId = var.kms_key_id },
       )
     }
-    worker = {
-      kubeadm = local.kubeadm
-      worker = {
-        pollInterval = var.poll_interval
-      }
-    }
+    worker = merge(
+      {
+        kubeadm = local.kubeadm
+        worker = {
+          pollInterval = var.poll_interval
+        }
+      },
+      var.leave == null ? {} : {
+        leave = {
+          lifecycleHookName         = var.leave.lifecycle_hook_name
+          autoScalingGroupName      = var.leave.autoscaling_group_name
+          lifecycleHeartbeatTimeout = "${var.leave.heartbeat_timeout}s"
+        }
+      },
+    )
   }
 
   config = merge(local.common, local.by_role[var.role])

@@ -87,3 +87,13 @@ variable "environment" {
   type        = string
   default     = ""
 }
+
+variable "leave" {
+  description = "Workers: the termination lifecycle hook the agent completes when it leaves (lifecycle_hook_name, autoscaling_group_name, heartbeat_timeout in seconds); null: no hook."
+  type = object({
+    lifecycle_hook_name    = string
+    autoscaling_group_name = string
+    heartbeat_timeout      = number
+  })
+  default = null
+}
