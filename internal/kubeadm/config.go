@@ -56,8 +56,7 @@ func NodeRegistration(k config.KubeadmConfig, node Node) v1beta4.NodeRegistratio
 }
 
 // InitConfig builds the documents for `kubeadm init --config`: an
-// InitConfiguration, a ClusterConfiguration and, when configured, a
-// KubeletConfiguration. kubernetesVersion is always set so kubeadm never
+// InitConfiguration, a ClusterConfiguration and a KubeletConfiguration. kubernetesVersion is always set so kubeadm never
 // looks it up on the internet. The returned endpoint is the control-plane
 // endpoint written into the configuration.
 //
@@ -96,20 +95,41 @@ func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Durat
 		Networking:           v1beta4.Networking{PodSubnet: k.PodSubnet, ServiceSubnet: k.ServiceSubnet},
 		APIServer:            v1beta4.APIServer{CertSANs: append([]string(nil), k.CertSANs...)},
 	}
-	docs := []any{initCfg, clusterCfg}
-	if k.KubeletConfiguration != nil {
-		kc := make(map[string]any, len(k.KubeletConfiguration)+2)
-		for name, v := range k.KubeletConfiguration {
-			kc[name] = v
-		}
-		kc["apiVersion"], kc["kind"] = "kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"
-		docs = append(docs, kc)
-	}
+	docs := []any{initCfg, clusterCfg, KubeletConfiguration(k)}
 	out, err := marshalDocuments(docs...)
 	if err != nil {
 		return nil, "", err
 	}
 	return out, endpoint, nil
+}
+
+// Graceful node shutdown defaults of the kubelet (KubeletConfiguration): a
+// plain `shutdown` (or an instance stop) ends the pods cleanly, critical pods
+// last. 150 s fits in EC2's two-minute spot window plus the time the
+// instance still runs after it, as the EKS AMI chose; the kubelet holds a
+// systemd-logind inhibitor lock for it.
+const (
+	ShutdownGracePeriod             = "150s"
+	ShutdownGracePeriodCriticalPods = "30s"
+)
+
+// KubeletConfiguration is the kubelet.config.k8s.io/v1beta1 document of
+// kubeadm init (cluster-wide: kubeadm uploads it for every node):
+// kubeadm.kubeletConfiguration, with the graceful node shutdown defaults
+// where it sets neither shutdownGracePeriod nor
+// shutdownGracePeriodCriticalPods.
+func KubeletConfiguration(k config.KubeadmConfig) map[string]any {
+	kc := make(map[string]any, len(k.KubeletConfiguration)+4)
+	for name, v := range k.KubeletConfiguration {
+		kc[name] = v
+	}
+	_, grace := kc["shutdownGracePeriod"]
+	_, critical := kc["shutdownGracePeriodCriticalPods"]
+	if !grace && !critical {
+		kc["shutdownGracePeriod"], kc["shutdownGracePeriodCriticalPods"] = ShutdownGracePeriod, ShutdownGracePeriodCriticalPods
+	}
+	kc["apiVersion"], kc["kind"] = "kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"
+	return kc
 }
 
 // ControlPlaneEndpoint is the endpoint of the cluster's API server, the one

@@ -90,3 +90,19 @@ func TestJoinConfigPinsTheCAAndKeepsUserNodeIP(t *testing.T) {
 		t.Errorf("user's node-ip not kept:\n%s", doc)
 	}
 }
+
+func TestKubeletConfigurationDefaultsGracefulShutdownUnlessConfigured(t *testing.T) {
+	k := testConfig().Kubeadm
+	kc := KubeletConfiguration(k)
+	if kc["shutdownGracePeriod"] != ShutdownGracePeriod || kc["shutdownGracePeriodCriticalPods"] != ShutdownGracePeriodCriticalPods {
+		t.Errorf("defaults: %v", kc)
+	}
+	if kc["kind"] != "KubeletConfiguration" || kc["apiVersion"] != "kubelet.config.k8s.io/v1beta1" {
+		t.Errorf("type: %v", kc)
+	}
+	k.KubeletConfiguration = map[string]any{"shutdownGracePeriod": "0s", "failSwapOn": false}
+	kc = KubeletConfiguration(k)
+	if kc["shutdownGracePeriod"] != "0s" || kc["shutdownGracePeriodCriticalPods"] != nil || kc["failSwapOn"] != false {
+		t.Errorf("the configuration's own shutdownGracePeriod must win and no default be added: %v", kc)
+	}
+}
