@@ -29,13 +29,13 @@ const (
 	PhaseJoined          Phase = "Joined"
 	// PhaseLeaving: a termination notice came; the node is cordoned and its
 	// pods evicted before the deadline (the message says how far it got).
-	PhaseLeaving Phase = "Leaving"
-	PhaseInitializing    Phase = "Initializing"
-	PhaseInitFailed      Phase = "InitFailed"
-	PhaseWaitingAPI      Phase = "WaitingForAPIServer"
-	PhasePublishing      Phase = "Publishing"
-	PhasePublished       Phase = "Published"
-	PhaseDegraded        Phase = "Degraded"
+	PhaseLeaving      Phase = "Leaving"
+	PhaseInitializing Phase = "Initializing"
+	PhaseInitFailed   Phase = "InitFailed"
+	PhaseWaitingAPI   Phase = "WaitingForAPIServer"
+	PhasePublishing   Phase = "Publishing"
+	PhasePublished    Phase = "Published"
+	PhaseDegraded     Phase = "Degraded"
 	// PhaseBlocked means the agent found something it must not repair on
 	// its own (a control plane whose files disagree with its state, a join
 	// whose kubeconfig is not where the configuration says); STATUS says
