@@ -267,7 +267,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 		if cfg.Leave.Enabled {
 			addLeaveParts(parts, &leaveParts{cfg: cfg.Leave, awsCfg: awsCfg, node: node.Name,
 				instanceID: node.ProviderID[strings.LastIndex(node.ProviderID, "/")+1:], kubeconfig: paths.Kubelet(),
-				events: rec, status: reporter, clock: clk, log: log.Named("leave")})
+				events: rec, status: reporter, clock: clk, log: log.Named("leave"), observe: m.Left})
 		}
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
 			Lock: lock, KubeletKubeconfig: paths.Kubelet(), Observer: &workerEvents{WorkerObserver: m, ev: ev}}

@@ -43,6 +43,8 @@ type leaveParts struct {
 	status     leaveStatus
 	clock      clock.Clock
 	log        *zap.Logger
+	// observe hears every leave (the agent's metrics; nil: none).
+	observe func(kind string, evicted, left, skipped int, d time.Duration)
 
 	notices chan leave.Notice
 }
@@ -108,6 +110,9 @@ func (p *leaveParts) handle(ctx context.Context, hb *progress.Heartbeat, n leave
 			n, n.Deadline.UTC().Format(time.RFC3339)))
 	}
 	res, err := l.Leave(ctx, n)
+	if p.observe != nil && ctx.Err() == nil {
+		p.observe(string(n.Kind), len(res.Evicted), len(res.Left), len(res.Skipped), res.Finished.Sub(res.Started))
+	}
 	fields := []zap.Field{zap.Strings("evicted", res.Evicted), zap.Strings("left", res.Left),
 		zap.Strings("skipped", res.Skipped), zap.String("credentials", res.Credentials)}
 	switch {

@@ -35,7 +35,16 @@ const (
 	S3RequestsTotal      = "kubestrap_s3_requests_total"
 	CertificateExpiry    = "kubestrap_certificate_expiry_timestamp_seconds"
 	AddonsApplied        = "kubestrap_addons_applied"
+	LeaveNoticesTotal    = "kubestrap_leave_notices_total"
+	LeaveEvictionsTotal  = "kubestrap_leave_pods_total"
+	LeaveDuration        = "kubestrap_leave_duration_seconds"
 )
+
+// Leave notice kinds (LeaveNoticesTotal's kind label), then the catch-all.
+var LeaveKinds = []string{"spot", "asg_termination", "rebalance", "other"}
+
+// Leave pod outcomes (LeaveEvictionsTotal's result label).
+var LeavePodResults = []string{"evicted", "left", "skipped"}
 
 // MetricsContentType is the content type of /metrics: the Prometheus text
 // format, version 0.0.4.
@@ -119,6 +128,17 @@ func Descs() []Desc {
 			Labels: []Label{{Name: "cert", Values: Certificates,
 				Doc: "kubeadm's certificate names (`kubeadm certs check-expiration`), the CAs, and `kubelet-client`"}}},
 		{Name: AddonsApplied, Type: Gauge, Help: "1 when this agent process last applied every add-on manifest successfully, else 0 (control plane)."},
+		{Name: LeaveNoticesTotal, Type: Counter, Help: "Notices from the instance metadata service that the node acted on (worker).",
+			Labels: []Label{{Name: "kind", Values: LeaveKinds,
+				Doc: "`spot`: a spot interruption; `asg_termination`: an Auto Scaling termination (target lifecycle state Terminated); " +
+					"`rebalance`: a rebalance recommendation (cordon only); `other`: anything else"}},
+			Fallback: []string{"other"}},
+		{Name: LeaveEvictionsTotal, Type: Counter, Help: "Pods of the node when it left, by outcome (worker).",
+			Labels: []Label{{Name: "result", Values: LeavePodResults,
+				Doc: "`evicted`: through the Eviction API before the deadline; `left`: still there at the deadline (a PodDisruptionBudget, an error); " +
+					"`skipped`: DaemonSet, mirror, finished or terminating pods"}}},
+		{Name: LeaveDuration, Type: Histogram, Help: "Duration of each leave, from the notice's handling to its end (worker).",
+			Buckets: []float64{1, 5, 10, 30, 60, 90, 120, 300, 600}},
 	}
 	slices.SortFunc(ds, func(a, b Desc) int {
 		if a.Name < b.Name {
@@ -205,6 +225,18 @@ func (m *Metrics) SetAddonsApplied(ok bool) {
 		v = 1
 	}
 	m.byName[AddonsApplied].series[0].set(v)
+}
+
+// Left records one leave: the notice's kind (internal/leave's Kind: Spot,
+// ASGTermination, Rebalance), how many pods were evicted, left and skipped,
+// and how long it took.
+func (m *Metrics) Left(kind string, evicted, left, skipped int, d time.Duration) {
+	k := map[string]string{"Spot": "spot", "ASGTermination": "asg_termination", "Rebalance": "rebalance"}[kind]
+	m.byName[LeaveNoticesTotal].lookup(k).add(1)
+	for result, n := range map[string]int{"evicted": evicted, "left": left, "skipped": skipped} {
+		m.byName[LeaveEvictionsTotal].lookup(result).add(float64(n))
+	}
+	m.byName[LeaveDuration].series[0].observe(m.byName[LeaveDuration].Buckets, d.Seconds())
 }
 
 // s3Request counts one S3 HTTP request.
