@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/ec2rolecreds"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	awsecr "github.com/aws/aws-sdk-go-v2/service/ecr"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"go.uber.org/zap"
@@ -30,6 +31,7 @@ import (
 	"github.com/kubestrap/kubestrap/internal/imds"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/lease"
 	"github.com/kubestrap/kubestrap/internal/logging"
 	"github.com/kubestrap/kubestrap/internal/metrics"
 	"github.com/kubestrap/kubestrap/internal/progress"
@@ -107,6 +109,13 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
+	// One agent process per node, for its whole life: the control plane's
+	// init election relies on it (lease.Lock.ReclaimOwn).
+	agentLock, err := role.LockAgent(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = agentLock.Close() }()
 	reporter, err := role.NewReporter(cfg.StateDir, notifier, log, clk)
 	if err != nil {
 		return err
@@ -192,7 +201,15 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 		parts.Add("events", partStart, ev.run)
 		cp := &role.ControlPlane{Config: cfg, Node: node, Store: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
 			Lock: lock, AdminKubeconfig: paths.Admin(), CACert: paths.CACert(),
-			Observer: &controlPlaneEvents{ControlPlaneObserver: m, ev: ev, bucket: store.URL()}}
+			Observer: &controlPlaneEvents{ControlPlaneObserver: m, ev: ev, bucket: store.URL()},
+			Election: &role.InitElection{
+				Lock: &lease.Lock{Client: s3Client, Bucket: cfg.Bucket, Key: lease.LockKey(cfg.Cluster, lease.InitLock),
+					Holder: role.InstanceIDFromProviderID(node.ProviderID), KMSKeyID: cfg.ControlPlane.KMSKeyID,
+					HolderAlive: lease.EC2HolderAlive(ec2.NewFromConfig(awsCfg)), ReclaimOwn: agentLock.Held,
+					OnRenewFailure: func(err error) { log.Warn("cannot renew the init lock", zap.Error(err)) }},
+				Marker: &lease.Marker{Client: s3Client, Bucket: cfg.Bucket, Key: lease.MarkerKey(cfg.Cluster), Cluster: cfg.Cluster,
+					KMSKeyID: cfg.ControlPlane.KMSKeyID},
+			}}
 		parts.Add(string(cfg.Role), partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
 			cp.Progress = hb
 			return cp.Run(ctx)

@@ -167,6 +167,8 @@ func formatStatus(st *state.State, now time.Time) string {
 	line("Token expires", when(st.TokenExpiresAt))
 	line("Last publish", when(st.LastPublish))
 	line("Initialized", when(st.InitializedAt))
+	line("Initialized by", st.InitializedBy)
+	line("Init lock holder", st.InitLockHolder)
 	line("Joined", when(st.JoinedAt))
 	line("Add-ons applied", when(st.AddonsAppliedAt))
 	line("Add-ons error", st.AddonsError)

@@ -631,3 +631,50 @@ func TestLockSettingsAreChecked(t *testing.T) {
 		t.Errorf("no lock: %v, %v", st, err)
 	}
 }
+
+// A restarted agent that holds agent.lock (ReclaimOwn) takes its own
+// unexpired lease over at once; without that knowledge it waits for the
+// lease to expire; ReclaimOwn never reaches another instance's lease.
+func TestOwnLeaseIsReclaimedAtOnceWhenNoOtherAgentRuns(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	actx, crash := context.WithCancel(ctx)
+	ls := mustAcquire(t, e.node(1, alwaysAlive), actx)
+	crash() // the agent died inside its init; it restarts on the same instance
+	<-ls.done
+	e.s3clock.SetTime(t0.Add(10 * time.Second))
+
+	unsure := e.node(1, alwaysAlive)
+	unsure.lock.ReclaimOwn = func() bool { return false }
+	if _, err := unsure.lock.TryAcquire(ctx); !errors.Is(err, ErrHeld) {
+		t.Fatalf("own lease, another agent process may run: %v, want ErrHeld", err)
+	}
+	other := e.node(2, neverAlive)
+	other.lock.ReclaimOwn = func() bool { return true }
+	if _, err := other.lock.TryAcquire(ctx); !errors.Is(err, ErrHeld) {
+		t.Fatalf("another instance's unexpired lease: %v, want ErrHeld", err)
+	}
+	again := e.node(1, alwaysAlive)
+	again.lock.ReclaimOwn = func() bool { return true }
+	l2 := mustAcquire(t, again, ctx)
+	if l2.Generation() != 2 {
+		t.Errorf("generation %d, want 2 (a takeover)", l2.Generation())
+	}
+	if st := e.inspect(); st.Holder != holder(1) || st.Generation != 2 || st.Age != 0 {
+		t.Errorf("lock now %v", st)
+	}
+	if err := l2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAttemptBudgetCoversEveryCall(t *testing.T) {
+	l := &Lock{Client: newEnv(t).fake.Client, Bucket: bucket, Key: "demo/cp/init-lock.json", Holder: holder(1)}
+	if got, want := l.AttemptBudget(), 12*DefaultCallTimeout+30*time.Second; got != want {
+		t.Errorf("budget %s, want %s", got, want)
+	}
+	l.CallTimeout, l.RetryInterval = time.Second, 2*time.Second
+	if got, want := l.AttemptBudget(), 14*time.Second; got != want {
+		t.Errorf("budget %s, want %s", got, want)
+	}
+}

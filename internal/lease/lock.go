@@ -49,6 +49,14 @@ type Lock struct {
 	// HolderAlive tells whether another holder's instance still runs. Without
 	// it an expired lease of another instance is never taken over.
 	HolderAlive HolderAliveFunc
+	// ReclaimOwn, when set and true, says that no other process that could
+	// hold this lock runs on this instance (the agent holds an exclusive
+	// flock on <stateDir>/agent.lock for its whole life): a lock held in this
+	// instance's name was then left by an earlier, dead run of this agent and
+	// is taken over at once (If-Match on its ETag, generation+1), whatever
+	// its lease's age. Without it, this instance's own lease is taken over
+	// only once it expired.
+	ReclaimOwn func() bool
 	// Clock is this machine's clock (default the real one).
 	Clock clock.Clock
 	// KMSKeyID, when set, makes writes use SSE-KMS with this key.
@@ -264,6 +272,10 @@ func (l *Lock) tryAcquire(ctx context.Context, s settings) (*Lease, error) {
 // mayTakeOver decides whether the lock described by st may be taken over.
 func (l *Lock) mayTakeOver(ctx context.Context, s settings, st Status) (bool, string, error) {
 	switch {
+	case st.Holder == l.Holder && l.ReclaimOwn != nil && l.ReclaimOwn():
+		// No other agent process runs on this instance: the lease was left
+		// by an earlier run of this agent, which cannot renew it any more.
+		return true, "", nil
 	case !st.AgeKnown:
 		return false, "S3 did not give Last-Modified and Date, so the lease's age is unknown and it is never taken over", nil
 	case !st.Expired:
@@ -324,6 +336,23 @@ func (l *Lock) Acquire(ctx context.Context) (*Lease, error) {
 		case <-t.C():
 		}
 	}
+}
+
+// AttemptBudget is the longest one Acquire attempt and the wait after it can
+// take: every S3 and HolderAlive call of TryAcquire's rounds at its
+// CallTimeout, plus RetryInterval. Callers that report progress to a
+// watchdog promise it before each attempt (in OnWait).
+func (l *Lock) AttemptBudget() time.Duration {
+	s, err := l.settings()
+	if err != nil {
+		s = settings{retry: DefaultLeaseDuration / 10}
+	}
+	call := l.CallTimeout
+	if call <= 0 {
+		call = DefaultCallTimeout
+	}
+	// Each round: create, read, HolderAlive, take over.
+	return time.Duration(maxAttempts*4)*call + s.retry
 }
 
 // Hold is Acquire for callers that need only the held context and a release:

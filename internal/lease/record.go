@@ -21,7 +21,11 @@
 //     leaseSeconds AND HolderAlive says the holder's instance is not running
 //     (or the holder is this very instance, i.e. an earlier run of this
 //     agent); one atomic PUT If-Match: <the stale ETag> with generation+1.
-//     Never delete-then-create.
+//     Never delete-then-create. With Lock.ReclaimOwn reporting that no other
+//     agent process runs on this instance (its flock on agent.lock), a lock
+//     held in this instance's own name is taken over at once, the same way,
+//     without waiting for its lease to expire: a restarted agent goes on
+//     with an init it was running.
 //   - Release: DELETE If-Match: <our ETag>, so a release never removes a lock
 //     someone else holds now.
 //

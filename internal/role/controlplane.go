@@ -83,6 +83,12 @@ type ControlPlane struct {
 	VerifyInterval time.Duration
 	// Observer hears the published generation and token expiry (nil: none).
 	Observer ControlPlaneObserver
+	// Election, when set, makes this node take part in the init election
+	// among the cluster's control-plane nodes (issue 14): kubeadm init runs
+	// only under the init lock and never once the cluster's initialized
+	// marker exists. nil: the single-control-plane behaviour, no S3 objects
+	// besides the join info.
+	Election *InitElection
 
 	endpoint string
 	// pending is a token created in the cluster but not yet published.
@@ -96,9 +102,11 @@ type ControlPlane struct {
 
 // Step boundaries of the control-plane lifecycle (see crashPoint).
 const (
+	stepLockAcquired    = "after-lock-acquired"
 	stepBeforeInit      = "before-init"
 	stepInsideInit      = "inside-init"
 	stepAfterInit       = "after-init"
+	stepAfterMarker     = "after-marker-written"
 	stepAfterTokenMade  = "after-token-create"
 	stepAfterPublish    = "after-publish"
 	stepAfterStateWrite = "after-state-write"
@@ -173,6 +181,15 @@ func (c *ControlPlane) bringUp(ctx context.Context) error {
 		case !st.InitializedAt.IsZero() && adminErr == nil:
 			c.Log.Info("control plane already initialized; kubeadm init will not run again",
 				zap.String("kubeconfig", c.AdminKubeconfig), zap.Time("initializedAt", st.InitializedAt))
+			if c.Election != nil {
+				again, err := c.recordInitialized(ctx)
+				if err != nil {
+					return err
+				}
+				if again {
+					continue
+				}
+			}
 			return c.waitForAPI(ctx)
 		case !st.InitializedAt.IsZero():
 			c.Reporter.Condition(state.PhaseBlocked, "initialized-without-admin-conf", fmt.Sprintf(
@@ -184,19 +201,36 @@ func (c *ControlPlane) bringUp(ctx context.Context) error {
 		case !st.InitStartedAt.IsZero():
 			// An init this agent started never finished (crash, reboot, kill):
 			// no join info was published for it, so nothing joined; redo it.
-			return c.initialize(ctx, fmt.Sprintf("kubeadm init started at %s was interrupted before it finished",
-				st.InitStartedAt.Format(time.RFC3339)))
+			if c.Election != nil {
+				if done, err := c.electAndInit(ctx); err != nil || done {
+					return c.afterInit(ctx, err)
+				}
+				break // initialized elsewhere, or to be looked at again
+			}
+			if err := c.initialize(ctx, interruptedInit(st), nil); err != nil {
+				return err
+			}
+			return c.waitForAPI(ctx)
 		case adminErr == nil:
 			// The state was lost (or written by an older agent): rebuild it
 			// from the node.
 			c.Log.Warn("state.json has no record of an init, but this node has a usable admin.conf: "+
 				"taking the control plane as initialized", zap.String("kubeconfig", c.AdminKubeconfig))
 			c.Reporter.Update(func(s *state.State) { s.InitializedAt = modTime(c.AdminKubeconfig, c.Clock.Now()).UTC() })
-			return c.waitForAPI(ctx)
+			continue
 		default:
 			evidence := c.clusterStateOnNode()
 			if len(evidence) == 0 {
-				return c.initialize(ctx, "")
+				if c.Election != nil {
+					if done, err := c.electAndInit(ctx); err != nil || done {
+						return c.afterInit(ctx, err)
+					}
+					break // initialized elsewhere, or to be looked at again
+				}
+				if err := c.initialize(ctx, "", nil); err != nil {
+					return err
+				}
+				return c.waitForAPI(ctx)
 			}
 			c.Reporter.Condition(state.PhaseBlocked, "cluster-state-without-record", fmt.Sprintf(
 				"blocked: this node holds control-plane state (%s) but %s is not usable (%v) and state.json has no record "+
@@ -208,6 +242,24 @@ func (c *ControlPlane) bringUp(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// afterInit waits for the API server after this node's init, or returns
+// the error that ended it.
+func (c *ControlPlane) afterInit(ctx context.Context, err error) error {
+	if err != nil {
+		return err
+	}
+	return c.waitForAPI(ctx)
+}
+
+// interruptedInit says why an init must be redone when state.json records
+// one that started and never finished, else "".
+func interruptedInit(st state.State) string {
+	if st.InitStartedAt.IsZero() || !st.InitializedAt.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf("kubeadm init started at %s was interrupted before it finished", st.InitStartedAt.Format(time.RFC3339))
 }
 
 // clusterStateOnNode lists what on this node belongs to a cluster: etcd
@@ -251,8 +303,10 @@ func (c *ControlPlane) waitForAPI(ctx context.Context) error {
 // initialize runs kubeadm init until it succeeds. It records that an init
 // started before running kubeadm and that it finished after, so a restart
 // in between knows. Before a retry (and when interrupted is set, before the
-// first attempt) it undoes the unfinished init with kubeadm reset -f.
-func (c *ControlPlane) initialize(ctx context.Context, interrupted string) error {
+// first attempt) it undoes the unfinished init with kubeadm reset -f. fence,
+// when set, is asked right before each kubeadm init whether this node may
+// still run it (the init lease); its error is returned as it is.
+func (c *ControlPlane) initialize(ctx context.Context, interrupted string, fence func() error) error {
 	b := c.RetryBackoff
 	resetFirst := interrupted != ""
 	for attempt := 1; ; attempt++ {
@@ -297,6 +351,12 @@ func (c *ControlPlane) initialize(ctx context.Context, interrupted string) error
 			s.PendingTokenID = join.TokenID(token)
 		})
 		c.step(stepBeforeInit)
+		if fence != nil {
+			if err := fence(); err != nil {
+				_ = os.Remove(path) // it holds the first token's secret
+				return err
+			}
+		}
 		c.Reporter.Phase(state.PhaseInitializing,
 			fmt.Sprintf("initializing the control plane with kubeadm init (endpoint %s)", c.endpoint),
 			zap.Int("attempt", attempt))
@@ -311,7 +371,7 @@ func (c *ControlPlane) initialize(ctx context.Context, interrupted string) error
 			c.step(stepAfterInit)
 			c.pending = c.newInfo(token, issued)
 			b.Reset()
-			return c.waitForAPI(ctx)
+			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

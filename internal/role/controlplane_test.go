@@ -16,16 +16,30 @@ import (
 	"github.com/kubestrap/kubestrap/internal/config"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/lease"
 	"github.com/kubestrap/kubestrap/internal/state"
 )
 
+// controlPlane is the harness's control-plane agent. It takes part in the
+// init election, as in production, as instance h.instanceID (default
+// testInstanceID) with the lock's own (real) clock and a restarted agent's
+// knowledge that no earlier agent process of its node runs (agent.lock).
 func (h *harness) controlPlane() *ControlPlane {
+	id := h.instanceID
+	if id == "" {
+		id = testInstanceID
+	}
 	return &ControlPlane{
 		Config: h.cfg, Node: kubeadm.Node{Name: "cp-1", IP: "10.0.1.10"}, Store: h.store,
 		Kubeadm: &kubeadm.Runner{Path: h.kubeadm.Path, Env: h.kubeadm.Env(), Log: h.log},
 		Clock:   h.clock, Reporter: h.reporter, Log: h.log,
 		AdminKubeconfig: h.kubeadm.AdminConf(), CACert: h.kubeadm.CACert(), EtcdDataDir: h.kubeadm.Etcd,
 		APIHealth: func(context.Context) error { return nil },
+		Election: &InitElection{
+			Lock: &lease.Lock{Client: h.s3.Client, Bucket: h.cfg.Bucket, Key: lease.LockKey(h.cfg.Cluster, lease.InitLock),
+				Holder: id, ReclaimOwn: func() bool { return true }},
+			Marker: &lease.Marker{Client: h.s3.Client, Bucket: h.cfg.Bucket, Key: lease.MarkerKey(h.cfg.Cluster), Cluster: h.cfg.Cluster},
+		},
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 // S3 nor state.json knows, no secret or temporary file left behind, no false
 // "foreign writer" alarm, and a worker joins with what is published.
 func TestControlPlaneConvergesAfterAKillAtEveryStep(t *testing.T) {
-	steps := []string{stepBeforeInit, stepInsideInit, stepAfterInit, stepAfterTokenMade,
+	steps := []string{stepLockAcquired, stepBeforeInit, stepInsideInit, stepAfterInit, stepAfterMarker, stepAfterTokenMade,
 		stepAfterPublish, stepAfterStateWrite, stepAfterOldDeleted}
 	for _, step := range steps {
 		t.Run(step, func(t *testing.T) {
@@ -82,6 +82,15 @@ func TestControlPlaneConvergesAfterAKillAtEveryStep(t *testing.T) {
 				t.Error("false alarm: the agent took its own publication for a foreign writer's")
 			}
 			assertNoLeftovers(t, h.cfg.StateDir)
+			// The cluster is recorded as this node's, and the init lock is
+			// not left behind for other control planes to wait on.
+			assertMarkerOf(t, h, testInstanceID)
+			if lock := h.initLock(t); lock.Held {
+				t.Errorf("init lock left behind: %v", lock)
+			}
+			if st.InitializedBy != testInstanceID || st.InitLockHolder != "" {
+				t.Errorf("state.json: initializedBy %q initLockHolder %q", st.InitializedBy, st.InitLockHolder)
+			}
 			workerJoins(t, h, clk.Now())
 		})
 	}

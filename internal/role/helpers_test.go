@@ -89,16 +89,21 @@ func testConfig(t *testing.T, role config.Role) *config.AgentConfig {
 	return &cfg
 }
 
+// testInstanceID is the harness's EC2 instance ID.
+const testInstanceID = "i-00000000000000c1"
+
 type harness struct {
-	cfg      *config.AgentConfig
-	s3       *testutil.FakeS3
-	store    *join.Store
-	kubeadm  *testutil.FakeKubeadm
-	clock    clock.Clock
-	notifier *recordingNotifier
-	reporter *Reporter
-	logs     *observer.ObservedLogs
-	log      *zap.Logger
+	// instanceID is the control plane's EC2 instance ID ("": testInstanceID).
+	instanceID string
+	cfg        *config.AgentConfig
+	s3         *testutil.FakeS3
+	store      *join.Store
+	kubeadm    *testutil.FakeKubeadm
+	clock      clock.Clock
+	notifier   *recordingNotifier
+	reporter   *Reporter
+	logs       *observer.ObservedLogs
+	log        *zap.Logger
 }
 
 func newHarness(t *testing.T, role config.Role) *harness {

@@ -41,6 +41,12 @@ const (
 	// whose kubeconfig is not where the configuration says); STATUS says
 	// what and what the operator should do. The agent keeps checking.
 	PhaseBlocked Phase = "Blocked"
+	// PhaseWaitingInitLock: a control plane waits for the init lock another
+	// control-plane node holds (initLockHolder names it).
+	PhaseWaitingInitLock Phase = "WaitingForInitLock"
+	// PhaseWaitingToJoin: the cluster was initialized by another control
+	// plane (initializedBy); this node never runs kubeadm init for it.
+	PhaseWaitingToJoin Phase = "WaitingToJoinControlPlane"
 )
 
 // State is the content of state.json.
@@ -67,6 +73,17 @@ type State struct {
 	// PendingTokenID is a token created in the cluster whose join info is
 	// not known to be published yet (its secret lives only in memory).
 	PendingTokenID string `json:"pendingTokenId,omitempty"`
+	// InitializedBy is the EC2 instance ID that ran kubeadm init for the
+	// cluster, from <cluster>/cp/initialized.json (this node's own ID on the
+	// node that initialized it).
+	InitializedBy string `json:"initializedBy,omitempty"`
+	// InitLockHolder is who holds <cluster>/cp/init-lock.json, as last seen:
+	// another node while this one waits for it, this node while it runs
+	// kubeadm init; empty once released or not looked at.
+	InitLockHolder string `json:"initLockHolder,omitempty"`
+	// InitLockGeneration is the init lock's generation under which this
+	// node ran (or runs) kubeadm init; it goes into the initialized marker.
+	InitLockGeneration int64 `json:"initLockGeneration,omitempty"`
 	// RetiredTokens were superseded by a newer publication; each is deleted
 	// from the cluster once workers that read the old info had time to join.
 	RetiredTokens []RetiredToken `json:"retiredTokens,omitempty"`
