@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/kubestrap/kubestrap/internal/bootstraptoken"
-	"github.com/kubestrap/kubestrap/internal/config"
 )
 
 // Control-plane join info: what a node needs to join the control plane, kept
@@ -251,22 +250,8 @@ func (i *ControlPlaneInfo) Validate(want Expectations) error {
 	case len(i.CACertHashes) > 16:
 		return reject("caCertHashes", "more than 16 hashes")
 	}
-	for n, h := range i.CACertHashes {
-		if !hashPattern.MatchString(h) {
-			return reject(fmt.Sprintf("caCertHashes[%d]", n), "%s is not of the form sha256:<64 lowercase hex>", quote(h))
-		}
-	}
-	if reason := config.EndpointProblem(i.APIServerEndpoint); reason != "" {
-		return reject("apiServerEndpoint", "%s: %s", quote(i.APIServerEndpoint), reason)
-	}
-	if i.KubernetesVersion != "" && !config.IsKubernetesVersion(i.KubernetesVersion) {
-		return reject("kubernetesVersion", "%s is not a version such as v1.37.2", quote(i.KubernetesVersion))
-	}
-	if i.Generation < 1 {
-		return reject("generation", "must be a positive number, got %d", i.Generation)
-	}
-	if i.Generation > MaxGeneration {
-		return reject("generation", "%d is above the largest generation %d (2^53-1), which every JSON reader holds exactly", i.Generation, MaxGeneration)
+	if err := validateCommon(i.CACertHashes, i.APIServerEndpoint, i.KubernetesVersion, i.Generation); err != nil {
+		return err
 	}
 	for _, t := range []struct {
 		field string

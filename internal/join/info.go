@@ -123,6 +123,32 @@ func Parse(data []byte, want Expectations) (*Info, error) {
 	return &info, nil
 }
 
+// validateCommon checks the fields worker and control-plane join info share:
+// the CA pins, the endpoint, the Kubernetes version and the generation.
+func validateCommon(hashes []string, endpoint, version string, generation int64) error {
+	reject := func(field, format string, args ...any) error {
+		return &Rejection{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	for n, h := range hashes {
+		if !hashPattern.MatchString(h) {
+			return reject(fmt.Sprintf("caCertHashes[%d]", n), "%s is not of the form sha256:<64 lowercase hex>", quote(h))
+		}
+	}
+	if reason := config.EndpointProblem(endpoint); reason != "" {
+		return reject("apiServerEndpoint", "%s: %s", quote(endpoint), reason)
+	}
+	if version != "" && !config.IsKubernetesVersion(version) {
+		return reject("kubernetesVersion", "%s is not a version such as v1.37.2", quote(version))
+	}
+	if generation < 1 {
+		return reject("generation", "must be a positive number, got %d", generation)
+	}
+	if generation > MaxGeneration {
+		return reject("generation", "%d is above the largest generation %d (2^53-1), which every JSON reader holds exactly", generation, MaxGeneration)
+	}
+	return nil
+}
+
 // Validate checks every field of the join info against the schema and want.
 func (i *Info) Validate(want Expectations) error {
 	reject := func(field, format string, args ...any) error {
@@ -143,22 +169,8 @@ func (i *Info) Validate(want Expectations) error {
 	case len(i.CACertHashes) > 16:
 		return reject("caCertHashes", "more than 16 hashes")
 	}
-	for n, h := range i.CACertHashes {
-		if !hashPattern.MatchString(h) {
-			return reject(fmt.Sprintf("caCertHashes[%d]", n), "%s is not of the form sha256:<64 lowercase hex>", quote(h))
-		}
-	}
-	if reason := config.EndpointProblem(i.APIServerEndpoint); reason != "" {
-		return reject("apiServerEndpoint", "%s: %s", quote(i.APIServerEndpoint), reason)
-	}
-	if i.KubernetesVersion != "" && !config.IsKubernetesVersion(i.KubernetesVersion) {
-		return reject("kubernetesVersion", "%s is not a version such as v1.37.2", quote(i.KubernetesVersion))
-	}
-	if i.Generation < 1 {
-		return reject("generation", "must be a positive number, got %d", i.Generation)
-	}
-	if i.Generation > MaxGeneration {
-		return reject("generation", "%d is above the largest generation %d (2^53-1), which every JSON reader holds exactly", i.Generation, MaxGeneration)
+	if err := validateCommon(i.CACertHashes, i.APIServerEndpoint, i.KubernetesVersion, i.Generation); err != nil {
+		return err
 	}
 	if i.IssuedAt.IsZero() {
 		return reject("issuedAt", "is required")
