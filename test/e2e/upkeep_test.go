@@ -239,7 +239,7 @@ func TestSpotNoticeDrainsTheNodeWithinItsBudget(t *testing.T) {
 			creds = v
 		}
 	}
-	if creds != "system:node:"+leaving {
+	if !strings.HasPrefix(creds, "user system:node:"+leaving+", groups [system:nodes]") {
 		t.Errorf("%s: the leave was done as %q, want the node's own identity system:node:%s", leaving, creds, leaving)
 	}
 	evs := kubectl(t, "get", "events", "--field-selector", "involvedObject.kind=Node,involvedObject.name="+leaving,
