@@ -573,7 +573,7 @@ func stopped(ctx context.Context) string {
 // is overloaded) is retried every RetryInterval.
 func (l *Leaver) evict(ctx context.Context, deadline time.Time, p *corev1.Pod, log *zap.Logger) evictOutcome {
 	log = log.With(zap.String("pod", podKey(p)))
-	why := "not evicted"
+	why, refused := "not evicted", false
 	for attempt := 1; ; attempt++ {
 		grace := l.grace(p, deadline)
 		err := l.postEviction(ctx, p, grace)
@@ -589,9 +589,13 @@ func (l *Leaver) evict(ctx context.Context, deadline time.Time, p *corev1.Pod, l
 			// Gone, or replaced by a pod of the same name (UID precondition).
 			return evictOutcome{gone: true}
 		case apierrors.IsTooManyRequests(err):
-			why = "eviction refused (429: " + err.Error() + ")"
+			why, refused = "eviction refused (429: "+err.Error()+")", true
 		case transient(err):
-			why = "eviction failed (" + err.Error() + ")"
+			// The API server's last refusal says more than a failure on
+			// the way to it (a client-side rate limit near the deadline).
+			if !refused {
+				why = "eviction failed (" + err.Error() + ")"
+			}
 		default:
 			log.Warn("eviction refused", zap.Error(err))
 			return evictOutcome{why: "eviction refused: " + err.Error()}

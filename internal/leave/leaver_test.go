@@ -49,6 +49,9 @@ type fakeAPI struct {
 	refuse map[string]int
 	// stuck pods stay (terminating) after their eviction is accepted.
 	stuck map[string]bool
+	// hangUp pods: once their refusals are used up, the connection of each
+	// eviction request is dropped (no HTTP answer).
+	hangUp map[string]bool
 	// evictDelay is how long each eviction request takes.
 	evictDelay time.Duration
 
@@ -61,7 +64,7 @@ type fakeAPI struct {
 }
 
 func newFakeAPI(t *testing.T, pods ...*corev1.Pod) (*fakeAPI, *httptest.Server) {
-	f := &fakeAPI{node: testNode, pods: map[string]*corev1.Pod{}, refuse: map[string]int{}, stuck: map[string]bool{}}
+	f := &fakeAPI{node: testNode, pods: map[string]*corev1.Pod{}, refuse: map[string]int{}, stuck: map[string]bool{}, hangUp: map[string]bool{}}
 	for _, p := range pods {
 		f.pods[p.Namespace+"/"+p.Name] = p
 	}
@@ -143,6 +146,15 @@ func (f *fakeAPI) evict(w http.ResponseWriter, key string, body []byte) {
 	case !ok:
 		rec.status = http.StatusNotFound
 		writeJSON(w, rec.status, status(rec.status, metav1.StatusReasonNotFound, "pods not found"))
+	case f.refuse[key] == 0 && f.hangUp[key]:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		rec.status = http.StatusInternalServerError
+		w.WriteHeader(rec.status)
 	case f.refuse[key] != 0:
 		if f.refuse[key] > 0 {
 			f.refuse[key]--
@@ -400,6 +412,20 @@ func TestLeaveStopsAtTheDeadline(t *testing.T) {
 	}
 	if !slices.Equal(res.Left, want) || !slices.Equal(res.Evicted, []string{"apps/fine"}) || !res.DeadlineHit {
 		t.Errorf("left %q\nwant %q\nevicted %v, deadline hit %v", res.Left, want, res.Evicted, res.DeadlineHit)
+	}
+}
+
+// A pod the API server refused (PDB) and then could not be reached about is
+// reported with the refusal, the last answer the API server gave.
+func TestLeaveReportsTheLastRefusalNotAFailureAfterIt(t *testing.T) {
+	f, srv := newFakeAPI(t, pod("guarded"))
+	f.refuse["apps/guarded"] = 2
+	f.hangUp["apps/guarded"] = true
+	n := spotIn(1500 * time.Millisecond)
+	res := leave(t, srv, n, Options{})
+	want := []string{"apps/guarded: eviction refused (429: Cannot evict pod as it would violate the pod's disruption budget.) until the deadline came"}
+	if !slices.Equal(res.Left, want) {
+		t.Errorf("left %q, want %q", res.Left, want)
 	}
 }
 
