@@ -201,6 +201,12 @@ while True:
 	t.Cleanup(release)
 
 	bootNode(t, w)
+	// The user-data starts the agent without waiting for it (--no-block):
+	// the first process may take a moment to show in the journal.
+	eventually(t, 30*time.Second, w+"'s agent started", func() (bool, string) {
+		u := unit(t, w)
+		return u.Starts >= 1, fmt.Sprintf("%d agent processes, unit %s", u.Starts, u.Active)
+	})
 	start := time.Now()
 	// More than WatchdogSec of hanging S3 calls: no restart.
 	for time.Since(start) < 90*time.Second {
