@@ -10,8 +10,6 @@ import (
 	"regexp"
 	"time"
 
-	sigsjson "sigs.k8s.io/json"
-
 	"go.uber.org/zap/zapcore"
 
 	"github.com/kubestrap/kubestrap/internal/bootstraptoken"
@@ -151,11 +149,8 @@ func ParseControlPlane(data []byte, want Expectations) (*ControlPlaneInfo, error
 }
 
 func parseControlPlane(data []byte, want Expectations) (*ControlPlaneInfo, error) {
-	if len(data) > MaxSize {
-		return nil, &Rejection{Reason: fmt.Sprintf("object is larger than %d bytes", MaxSize)}
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, &Rejection{Reason: "object is empty"}
+	if r := sizeProblem(data); r != nil {
+		return nil, r
 	}
 	// Top-level keys against this schema first, so the rejection names the
 	// field; then duplicates at any nested level.
@@ -166,12 +161,8 @@ func parseControlPlane(data []byte, want Expectations) (*ControlPlaneInfo, error
 		return nil, r
 	}
 	var info ControlPlaneInfo
-	strictErrs, err := sigsjson.UnmarshalStrict(data, &info, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
-	if err != nil {
-		return nil, &Rejection{Reason: "not valid control-plane join info JSON: " + describeJSONError(err)}
-	}
-	if len(strictErrs) > 0 {
-		return nil, &Rejection{Reason: "not valid control-plane join info JSON: " + describeJSONError(strictErrs[0])}
+	if r := decodeStrict(data, "control-plane join info", &info); r != nil {
+		return nil, r
 	}
 	if err := info.Validate(want); err != nil {
 		return nil, err

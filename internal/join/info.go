@@ -100,27 +100,44 @@ type Expectations struct {
 // others a key given twice at any level (also when the two spellings differ
 // only by case) and a key spelled differently from the schema only by case.
 func Parse(data []byte, want Expectations) (*Info, error) {
-	if len(data) > MaxSize {
-		return nil, &Rejection{Reason: fmt.Sprintf("object is larger than %d bytes", MaxSize)}
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, &Rejection{Reason: "object is empty"}
+	if r := sizeProblem(data); r != nil {
+		return nil, r
 	}
 	if r := keyProblem(data); r != nil {
 		return nil, r
 	}
 	var info Info
-	strictErrs, err := sigsjson.UnmarshalStrict(data, &info, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
-	if err != nil {
-		return nil, &Rejection{Reason: "not valid join info JSON: " + describeJSONError(err)}
-	}
-	if len(strictErrs) > 0 {
-		return nil, &Rejection{Reason: "not valid join info JSON: " + describeJSONError(strictErrs[0])}
+	if r := decodeStrict(data, "join info", &info); r != nil {
+		return nil, r
 	}
 	if err := info.Validate(want); err != nil {
 		return nil, err
 	}
 	return &info, nil
+}
+
+// sizeProblem refuses an object that is too large or empty.
+func sizeProblem(data []byte) *Rejection {
+	if len(data) > MaxSize {
+		return &Rejection{Reason: fmt.Sprintf("object is larger than %d bytes", MaxSize)}
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return &Rejection{Reason: "object is empty"}
+	}
+	return nil
+}
+
+// decodeStrict decodes data into v, refusing duplicate and unknown fields;
+// what names the document in the rejection.
+func decodeStrict(data []byte, what string, v any) *Rejection {
+	strictErrs, err := sigsjson.UnmarshalStrict(data, v, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err == nil && len(strictErrs) > 0 {
+		err = strictErrs[0]
+	}
+	if err != nil {
+		return &Rejection{Reason: "not valid " + what + " JSON: " + describeJSONError(err)}
+	}
+	return nil
 }
 
 // validateCommon checks the fields worker and control-plane join info share:
