@@ -32,6 +32,7 @@ import (
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/lease"
+	"github.com/kubestrap/kubestrap/internal/leave"
 	"github.com/kubestrap/kubestrap/internal/logging"
 	"github.com/kubestrap/kubestrap/internal/metrics"
 	"github.com/kubestrap/kubestrap/internal/progress"
@@ -196,6 +197,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 	paths := kubeadm.Paths{Dir: cfg.Kubeadm.ConfigDir}
 	switch cfg.Role {
 	case config.RoleControlPlane:
+		ec2Client := ec2.NewFromConfig(awsCfg)
 		ev := newNodeEvents(node.Name, paths.Admin(), events.NewRecorder(paths.Admin(), events.Options{Clock: clk}), clk, log.Named("events"))
 		reporter.OnWarning = ev.onWarning
 		parts.Add("events", partStart, ev.run)
@@ -205,7 +207,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			Election: &role.InitElection{
 				Lock: &lease.Lock{Client: s3Client, Bucket: cfg.Bucket, Key: lease.LockKey(cfg.Cluster, lease.InitLock),
 					Holder: role.InstanceIDFromProviderID(node.ProviderID), KMSKeyID: cfg.ControlPlane.KMSKeyID,
-					HolderAlive: lease.EC2HolderAlive(ec2.NewFromConfig(awsCfg)), ReclaimOwn: agentLock.Held,
+					HolderAlive: lease.EC2HolderAlive(ec2Client), ReclaimOwn: agentLock.Held,
 					OnRenewFailure: func(err error) { log.Warn("cannot renew the init lock", zap.Error(err)) }},
 				Marker: &lease.Marker{Client: s3Client, Bucket: cfg.Bucket, Key: lease.MarkerKey(cfg.Cluster), Cluster: cfg.Cluster,
 					KMSKeyID: cfg.ControlPlane.KMSKeyID},
@@ -247,6 +249,9 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			}
 			return rn.Run(ctx)
 		})
+		if cfg.ControlPlane.NodeCleanup.Enabled {
+			addNodeCleanup(parts, cfg, paths.Admin(), node, ec2Client, s3Client, initialized, ev, clk, log.Named("nodecleanup"))
+		}
 		if len(cfg.ControlPlane.Addons) > 0 {
 			objs, err := addons.Load(cfg.ControlPlane.Addons, cfg.Kubeadm.PodSubnet)
 			if err != nil {
@@ -284,7 +289,8 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 		if cfg.Leave.Enabled {
 			addLeaveParts(parts, &leaveParts{cfg: cfg.Leave, awsCfg: awsCfg, node: node.Name,
 				instanceID: node.ProviderID[strings.LastIndex(node.ProviderID, "/")+1:], kubeconfig: paths.Kubelet(),
-				events: rec, status: reporter, clock: clk, log: log.Named("leave"), observe: m.Left})
+				events: rec, status: reporter, clock: clk, log: log.Named("leave"), observe: m.Left,
+				records: &leave.RecordStore{Client: s3Client, Bucket: cfg.Bucket, Cluster: cfg.Cluster}})
 		}
 		w := &role.Worker{Config: cfg, Node: node, Source: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
 			Lock: lock, KubeletKubeconfig: paths.Kubelet(), Observer: &workerEvents{WorkerObserver: m, ev: ev}}

@@ -43,6 +43,9 @@ type leaveParts struct {
 	status     leaveStatus
 	clock      clock.Clock
 	log        *zap.Logger
+	// records gets this node's leave record on a terminating notice (nil:
+	// none).
+	records *leave.RecordStore
 	// observe hears every leave (the agent's metrics; nil: none).
 	observe func(kind string, evicted, left, skipped int, d time.Duration)
 
@@ -94,6 +97,16 @@ func (p *leaveParts) handle(ctx context.Context, hb *progress.Heartbeat, n leave
 			cancel()
 		}
 		return
+	}
+	if n.Terminates() && p.records != nil {
+		// A hint for the control plane's node cleanup, which looks at this
+		// instance at once and deletes the Node once EC2 says it is gone.
+		hb.Within(30 * time.Second)
+		if err := p.records.Put(ctx, leave.NewRecord(p.instanceID, p.node, n)); err != nil {
+			p.log.Warn("cannot write the leave record; the control plane will find the terminated instance through EC2 alone", zap.Error(err))
+		} else {
+			p.log.Info("leave record written", zap.String("key", leave.RecordKey(p.records.Cluster, p.instanceID)))
+		}
 	}
 	opts := leave.Options{Clock: p.clock, Log: p.log, Heartbeat: hb, Events: p.events}
 	if n.Kind == leave.ASGTermination {

@@ -145,6 +145,21 @@ type ControlPlaneConfig struct {
 	Addons []string `json:"addons"`
 	// Certificates drives the check and renewal of kubeadm's certificates.
 	Certificates CertificatesConfig `json:"certificates"`
+	// NodeCleanup drives the deletion of the Nodes of instances EC2 reports
+	// terminated.
+	NodeCleanup NodeCleanupConfig `json:"nodeCleanup"`
+}
+
+// NodeCleanupConfig drives the control plane's node cleanup: every Interval
+// the agent compares the Nodes (by providerID) and the workers' leave
+// records with EC2, and deletes the Node of an instance that EC2 reports
+// shutting down or terminated; never one whose instance runs. A Node whose
+// instance EC2 no longer knows is deleted only when it posted a leave
+// record, or its kubelet has been silent for GoneAfter.
+type NodeCleanupConfig struct {
+	Enabled   bool     `json:"enabled"`
+	Interval  Duration `json:"interval"`
+	GoneAfter Duration `json:"goneAfter"`
 }
 
 // CertificatesConfig drives the control plane's certificate check: at start
@@ -241,6 +256,8 @@ func Defaults() AgentConfig {
 		},
 		ControlPlane: ControlPlaneConfig{TokenTTL: Duration{Duration: 2 * time.Hour},
 			Addons: []string{FlannelManifest, MetricsServerAddon},
+			NodeCleanup: NodeCleanupConfig{Enabled: true, Interval: Duration{Duration: 20 * time.Second},
+				GoneAfter: Duration{Duration: 10 * time.Minute}},
 			Certificates: CertificatesConfig{RenewBefore: Duration{Duration: 30 * 24 * time.Hour},
 				CheckInterval: Duration{Duration: 24 * time.Hour}}},
 		Worker:  WorkerConfig{PollInterval: Duration{Duration: 5 * time.Second}, ExpiryMargin: Duration{Duration: 2 * time.Minute}},

@@ -87,6 +87,8 @@ func (c *AgentConfig) Validate() error {
 	}
 	checkDuration("controlPlane.certificates.renewBefore", c.ControlPlane.Certificates.RenewBefore, time.Hour)
 	checkDuration("controlPlane.certificates.checkInterval", c.ControlPlane.Certificates.CheckInterval, time.Minute)
+	checkDuration("controlPlane.nodeCleanup.interval", c.ControlPlane.NodeCleanup.Interval, time.Second)
+	checkDuration("controlPlane.nodeCleanup.goneAfter", c.ControlPlane.NodeCleanup.GoneAfter, time.Minute)
 	if rb := c.ControlPlane.Certificates.RenewBefore.Duration; rb > 180*24*time.Hour {
 		add("controlPlane.certificates.renewBefore", "must be at most 180 days (kubeadm issues certificates for one year "+
 			"by default: more would renew them at every check), got %s", rb)

@@ -40,6 +40,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 
 	sigsjson "sigs.k8s.io/json"
@@ -102,6 +103,19 @@ var (
 
 // ValidHolder reports whether holder is an EC2 instance ID (i-<8 to 17 hex>).
 func ValidHolder(holder string) bool { return instanceIDPattern.MatchString(holder) }
+
+// InstanceIDFromProviderID returns the EC2 instance ID at the end of a
+// providerID (aws:///<zone>/<instance ID>), or "" when there is none.
+func InstanceIDFromProviderID(providerID string) string {
+	if !strings.HasPrefix(providerID, "aws://") {
+		return ""
+	}
+	id := providerID[strings.LastIndex(providerID, "/")+1:]
+	if !ValidHolder(id) {
+		return ""
+	}
+	return id
+}
 
 // ErrInvalid means an object in S3 is not a valid lock or marker document.
 // Nothing overwrites it on its own: an operator must look at it.

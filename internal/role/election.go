@@ -469,12 +469,5 @@ func (c *ControlPlane) releaseOwnInitLock(ctx context.Context) {
 // InstanceIDFromProviderID returns the EC2 instance ID at the end of a
 // providerID (aws:///<zone>/<instance ID>), or "" when there is none.
 func InstanceIDFromProviderID(providerID string) string {
-	if !strings.HasPrefix(providerID, "aws://") {
-		return ""
-	}
-	id := providerID[strings.LastIndex(providerID, "/")+1:]
-	if !lease.ValidHolder(id) {
-		return ""
-	}
-	return id
+	return lease.InstanceIDFromProviderID(providerID)
 }

@@ -230,6 +230,7 @@ func checkNodePermissions(t *testing.T, m *motoServer, bucket, cluster string, c
 		}
 	}
 	join := cluster + "/join.json"
+	leaveRecord := cluster + "/leave/i-0worker00000000000.json"
 	checks := []permissionCheck{
 		{"worker", "GetObject " + join, true, get(worker, join)},
 		{"worker", "PutObject " + join, false, put(worker, join)},
@@ -237,6 +238,10 @@ func checkNodePermissions(t *testing.T, m *motoServer, bucket, cluster string, c
 		{"worker", "GetObject " + cluster + "/control-plane.json", false, get(worker, cluster+"/control-plane.json")},
 		{"worker", "GetObject other/join.json", false, get(worker, "other/join.json")},
 		{"worker", "PutObject " + cluster + "/evil.sh", false, put(worker, cluster+"/evil.sh")},
+		{"worker", "PutObject " + leaveRecord, true, put(worker, leaveRecord)},
+		{"worker", "GetObject " + leaveRecord, false, get(worker, leaveRecord)},
+		{"worker", "DeleteObject " + leaveRecord, false, del(worker, leaveRecord)},
+		{"worker", "PutObject other/leave/i-0worker00000000000.json", false, put(worker, "other/leave/i-0worker00000000000.json")},
 		{"worker", "ecr:GetAuthorizationToken", true, ecrToken(worker)},
 		{"worker", "iam:ListRoles", false, listRoles(worker)},
 		{"control plane", "PutObject " + join, true, put(controlPlane, join)},
@@ -245,6 +250,8 @@ func checkNodePermissions(t *testing.T, m *motoServer, bucket, cluster string, c
 		{"control plane", "DeleteObject " + cluster + "/init.lock", true, del(controlPlane, cluster+"/init.lock")},
 		{"control plane", "GetObject other/join.json", false, get(controlPlane, "other/join.json")},
 		{"control plane", "PutObject other/join.json", false, put(controlPlane, "other/join.json")},
+		{"control plane", "GetObject " + leaveRecord, true, get(controlPlane, leaveRecord)},
+		{"control plane", "DeleteObject " + leaveRecord, true, del(controlPlane, leaveRecord)},
 		{"control plane", "ecr:GetAuthorizationToken", true, ecrToken(controlPlane)},
 		{"control plane", "iam:ListRoles", false, listRoles(controlPlane)},
 		// After the control plane's rewrite, the worker still reads the new info.

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.uber.org/zap"
+	"k8s.io/utils/clock"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+	"github.com/kubestrap/kubestrap/internal/events"
+	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/lease"
+	"github.com/kubestrap/kubestrap/internal/leave"
+	"github.com/kubestrap/kubestrap/internal/nodecleanup"
+	"github.com/kubestrap/kubestrap/internal/progress"
+	"github.com/kubestrap/kubestrap/internal/supervisor"
+)
+
+// addNodeCleanup adds the control plane's "nodecleanup" part: once the
+// cluster is initialized, it deletes the Nodes of instances EC2 reports
+// gone (internal/nodecleanup), with admin.conf, and records an Event on this
+// control plane's Node for each.
+func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin string, node kubeadm.Node,
+	ec2Client *ec2.Client, s3Client *s3.Client, initialized func() bool, ev *nodeEvents, clk clock.Clock, log *zap.Logger) {
+	parts.Add("nodecleanup", partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
+		for !initialized() {
+			if err := wait(ctx, clk, hb, 2*cfg.ControlPlane.NodeCleanup.Interval.Duration); err != nil {
+				return err
+			}
+		}
+		nodes, err := nodecleanup.NewKubeNodes(admin)
+		if err != nil {
+			return err
+		}
+		c := &nodecleanup.Cleaner{Nodes: nodes, Instances: &nodecleanup.EC2Instances{Client: ec2Client},
+			Records:      &leave.RecordStore{Client: s3Client, Bucket: cfg.Bucket, Cluster: cfg.Cluster},
+			SelfInstance: lease.InstanceIDFromProviderID(node.ProviderID), SelfNode: node.Name,
+			Clock: clk, Log: log, Interval: cfg.ControlPlane.NodeCleanup.Interval.Duration,
+			GoneAfter: cfg.ControlPlane.NodeCleanup.GoneAfter.Duration, Progress: hb,
+			OnDeleted: func(d nodecleanup.Deletion) {
+				ev.add(events.Normal, "NodeDeleted", fmt.Sprintf("kubestrap deleted Node %s: %s", d.Node, d.Reason))
+			},
+		}
+		return c.Run(ctx)
+	})
+}
