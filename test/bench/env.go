@@ -286,7 +286,9 @@ func startIMDS(bin, dir, empty string) (*proc, string, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, "", err
 	}
-	b := emulators.IMDSConfig(emulators.Instance{InstanceID: "i-0bench000000000001", Region: "eu-west-1",
+	// A well-formed instance ID (i- and 8-17 hex digits): since issue 14 a
+	// control plane refuses to take part in the init election without one.
+	b := emulators.IMDSConfig(emulators.Instance{InstanceID: "i-0be0c00000000001", Region: "eu-west-1",
 		AccountID: "123456789012", PrivateIP: "10.0.2.7", Hostname: "ip-10-0-2-7.eu-west-1.compute.internal"}, port)
 	path := filepath.Join(dir, "aemm-config.json")
 	if err := os.WriteFile(path, b, 0o600); err != nil {

@@ -43,6 +43,11 @@ type options struct {
 	waitWindow, afterWindow                                 time.Duration
 	seed                                                    uint64
 	keep                                                    bool
+	// Graceful node leave (figure 6).
+	kubeBin, only string
+	leaveRounds   int
+	leavePods     []int
+	leaveStop     time.Duration
 }
 
 func parseInts(s string) ([]int, error) {
@@ -79,7 +84,7 @@ func parsePlan(s string) ([][2]int, error) {
 
 func main() {
 	var o options
-	var groups, plan string
+	var groups, plan, leavePods string
 	var quick bool
 	flag.StringVar(&o.kubestrap, "kubestrap", "bin/kubestrap", "the kubestrap binary (as shipped: make build)")
 	flag.StringVar(&o.fakeKubeadm, "fake-kubeadm", "", "test/fakekubeadm binary")
@@ -99,12 +104,30 @@ func main() {
 	flag.DurationVar(&o.afterWindow, "after-window", 20*time.Second, "measurement window after the join")
 	flag.Uint64Var(&o.seed, "seed", 0, "seed for the random publish moments (0: from the clock)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
+	flag.StringVar(&o.kubeBin, "kube-bin", "", "directory with kubeadm, etcd and kube-apiserver for figure 6 (make kube-bins; empty: figure 6 skipped)")
+	flag.IntVar(&o.leaveRounds, "leave-rounds", 5, "graceful leave: rounds per notice kind and pod count")
+	flag.StringVar(&leavePods, "leave-pods", "1,30", "graceful leave: pods on the node")
+	flag.DurationVar(&o.leaveStop, "leave-pod-stop", time.Second, "graceful leave: the stand-in kubelet deletes an evicted pod this long after its eviction")
+	flag.StringVar(&o.only, "only", "", "run one section only: leave (figure 6; needs -kube-bin)")
 	flag.BoolVar(&quick, "quick", false, "a short smoke run (few workers, short windows)")
 	flag.Parse()
 	var err error
 	if quick {
 		o.rounds, o.prepublished, groups, plan = 2, 2, "5", "5:1"
 		o.shellBatch, o.waitWindow, o.afterWindow = 3, 8*time.Second, 6*time.Second
+		o.leaveRounds = 2
+	}
+	if o.leavePods, err = parseInts(leavePods); err != nil {
+		fatal(err)
+	}
+	switch o.only {
+	case "":
+	case "leave":
+		if o.kubeBin == "" {
+			fatal(errors.New("-only leave needs -kube-bin (run `make bench BENCH_ARGS='-only leave'`)"))
+		}
+	default:
+		fatal(fmt.Errorf("-only %q: the only section that runs alone is leave", o.only))
 	}
 	if o.groups, err = parseInts(groups); err != nil {
 		fatal(err)
@@ -115,7 +138,7 @@ func main() {
 	if o.seed == 0 {
 		o.seed = uint64(time.Now().UnixNano())
 	}
-	if o.fakeKubeadm == "" || o.aemm == "" {
+	if o.only == "" && (o.fakeKubeadm == "" || o.aemm == "") {
 		fatal(errors.New("-fake-kubeadm and -aemm are required (run `make bench`)"))
 	}
 
@@ -191,6 +214,9 @@ func raiseNoFile() {
 func run(o options) error {
 	began := time.Now()
 	raiseNoFile()
+	if o.only == "leave" {
+		return runOnlyLeave(o, began)
+	}
 	var err error
 	if o.awsCLI, err = resolveAWS(o.awsCLI); err != nil {
 		return err
@@ -353,6 +379,12 @@ func run(o options) error {
 	if o.e2eLogs != "" {
 		r.E2E = analyzeE2E(o.e2eLogs)
 	}
+	// 7. Graceful node leave (figure 6), against its own API server.
+	if o.kubeBin != "" {
+		if r.Leave, err = runLeave(o, b.work, b.empty); err != nil {
+			return err
+		}
+	}
 	r.LoadAfter = loadAvg()
 	r.Load1, r.OtherLoad = mon.finish()
 	r.Took = time.Since(began)
@@ -360,6 +392,42 @@ func run(o options) error {
 		b.dumpRequests()
 	}
 	r.S3Total = len(b.s3r.filter(func(*reqEvent) bool { return true }))
+	md := r.markdown()
+	fmt.Println(md)
+	if o.out != "" {
+		if err := r.write(o.out, md); err != nil {
+			return err
+		}
+		logf("results written to %s", o.out)
+	}
+	return nil
+}
+
+// runOnlyLeave is `-only leave`: figure 6 alone, with the run's header.
+func runOnlyLeave(o options, began time.Time) error {
+	work, err := os.MkdirTemp("/tmp", "kbench-")
+	if err != nil {
+		return err
+	}
+	if !o.keep {
+		defer os.RemoveAll(work)
+	} else {
+		defer logf("work directory kept: %s", work)
+	}
+	empty := filepath.Join(work, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		return err
+	}
+	r := &Results{Began: began, Options: o, Machine: machineInfo()}
+	r.LoadBefore = loadAvg()
+	mon := startMonitor()
+	r.Leave, err = runLeave(o, work, empty)
+	r.LoadAfter = loadAvg()
+	r.Load1, r.OtherLoad = mon.finish()
+	r.Took = time.Since(began)
+	if err != nil {
+		return err
+	}
 	md := r.markdown()
 	fmt.Println(md)
 	if o.out != "" {

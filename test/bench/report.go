@@ -52,6 +52,7 @@ type Results struct {
 	SHGroups         []*shellGroup
 	CP               []*cpResult
 	E2E              *e2eResult
+	Leave            *leaveResult
 	S3Total          int
 }
 
@@ -112,7 +113,10 @@ func otherLoad(into map[string]int) {
 		}
 		name := strings.TrimSpace(string(b))
 		if watch[name] {
-			counts[name]++
+			// Figure 6 runs its own etcd and kube-apiserver.
+			if pid, _ := strconv.Atoi(e.Name()); !descendsFrom(pid, self) {
+				counts[name]++
+			}
 			continue
 		}
 		// Python processes (moto_server, the AWS CLI) are ours when they descend from us.
@@ -235,6 +239,9 @@ func problems(r *Results) (out []string) {
 	for _, c := range r.CP {
 		out = append(out, c.Problems...)
 	}
+	if r.Leave != nil {
+		out = append(out, r.Leave.Problems...)
+	}
 	return out
 }
 
@@ -284,7 +291,11 @@ func (r *Results) markdown() string {
 	o := r.Options
 	iv := o.interval
 	m := r.Machine
-	fmt.Fprintf(&b, "## kubestrap vs the shell-script way: `make bench` of %s\n\n", r.Began.UTC().Format("2006-01-02 15:04 MST"))
+	title := "kubestrap vs the shell-script way"
+	if o.only == "leave" {
+		title = "graceful node leave alone (-only leave)"
+	}
+	fmt.Fprintf(&b, "## %s: `make bench` of %s\n\n", title, r.Began.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s RAM, kernel %s, %s, %s. Run took %s.\n",
 		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.OS, m.Go, r.Took.Round(time.Second))
 	other := "none"
@@ -294,6 +305,17 @@ func (r *Results) markdown() string {
 	fmt.Fprintf(&b, "- Load average before %s, after %s; 1-minute load during the run: median %.2f, max %.2f. "+
 		"Heavy processes that are not the benchmark's, seen during the run: %s.\n",
 		r.LoadBefore, r.LoadAfter, medianFloat(r.Load1), maxFloat(r.Load1), other)
+	if o.only == "leave" {
+		b.WriteString("\n")
+		r.Leave.markdown(&b, "###")
+		if p := problems(r); len(p) > 0 {
+			b.WriteString("Problems seen:\n")
+			for _, x := range p {
+				b.WriteString("- " + x + "\n")
+			}
+		}
+		return b.String()
+	}
 	fmt.Fprintf(&b, "- kubestrap: `%s`, %s binary. Shell way: `hack/bench/shell-worker.sh` with %s "+
 		"(one `aws s3 cp` of a missing key: %s wall, %s CPU, %s peak RSS).\n",
 		strings.TrimSpace(strings.ReplaceAll(r.KubestrapVersion, "\n", " ")), mib(r.BinarySize/1024), r.AWSCLI,
@@ -518,6 +540,9 @@ func (r *Results) markdown() string {
 		fmt.Fprintf(&b, "\nThe real control-plane agent (%s token TTL, so a new token every 30 s), end = S3 acknowledged the PUT.\n\n", cpRot.TTL)
 	}
 
+	// 6. Graceful node leave.
+	r.Leave.markdown(&b, "###")
+
 	// Targets.
 	b.WriteString("### Targets (issue 6)\n\n")
 	b.WriteString(row("target", "measured", "verdict"))
@@ -570,7 +595,8 @@ func (r *Results) write(dir, md string) error {
 	o := r.Options
 	r.Settings = map[string]string{"interval": o.interval.String(), "rounds": fmt.Sprint(o.rounds), "groups": fmt.Sprint(o.groups),
 		"shellBatch": fmt.Sprint(o.shellBatch), "shellPlan": fmt.Sprint(o.shellPlan), "waitWindow": o.waitWindow.String(),
-		"afterWindow": o.afterWindow.String(), "seed": fmt.Sprint(o.seed)}
+		"afterWindow": o.afterWindow.String(), "seed": fmt.Sprint(o.seed), "kubeBin": o.kubeBin, "only": o.only,
+		"leaveRounds": fmt.Sprint(o.leaveRounds), "leavePods": fmt.Sprint(o.leavePods), "leavePodStop": o.leaveStop.String()}
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
