@@ -31,7 +31,6 @@ import (
 	"github.com/kubestrap/kubestrap/internal/imds"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
-	"github.com/kubestrap/kubestrap/internal/lease"
 	"github.com/kubestrap/kubestrap/internal/leave"
 	"github.com/kubestrap/kubestrap/internal/logging"
 	"github.com/kubestrap/kubestrap/internal/metrics"
@@ -204,14 +203,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 		cp := &role.ControlPlane{Config: cfg, Node: node, Store: store, Kubeadm: runner, Clock: clk, Reporter: reporter, Log: log,
 			Lock: lock, AdminKubeconfig: paths.Admin(), CACert: paths.CACert(),
 			Observer: &controlPlaneEvents{ControlPlaneObserver: m, ev: ev, bucket: store.URL()},
-			Election: &role.InitElection{
-				Lock: &lease.Lock{Client: s3Client, Bucket: cfg.Bucket, Key: lease.LockKey(cfg.Cluster, lease.InitLock),
-					Holder: role.InstanceIDFromProviderID(node.ProviderID), KMSKeyID: cfg.ControlPlane.KMSKeyID,
-					HolderAlive: lease.EC2HolderAlive(ec2Client), ReclaimOwn: agentLock.Held,
-					OnRenewFailure: func(err error) { log.Warn("cannot renew the init lock", zap.Error(err)) }},
-				Marker: &lease.Marker{Client: s3Client, Bucket: cfg.Bucket, Key: lease.MarkerKey(cfg.Cluster), Cluster: cfg.Cluster,
-					KMSKeyID: cfg.ControlPlane.KMSKeyID},
-			}}
+			Election: newElection(cfg, node, s3Client, ec2Client, agentLock.Held, paths.Admin(), log)}
 		parts.Add(string(cfg.Role), partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
 			cp.Progress = hb
 			return cp.Run(ctx)

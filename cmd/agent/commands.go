@@ -169,6 +169,11 @@ func formatStatus(st *state.State, now time.Time) string {
 	line("Initialized", when(st.InitializedAt))
 	line("Initialized by", st.InitializedBy)
 	line("Init lock holder", st.InitLockHolder)
+	line("Uploader (publishes)", st.UploaderLockHolder)
+	line("Joined control plane", when(st.ControlPlaneJoinedAt))
+	if st.ControlPlaneInfoGeneration > 0 {
+		line("CP join info", fmt.Sprintf("generation %d, certificates uploaded %s", st.ControlPlaneInfoGeneration, when(st.CertificatesUploadedAt)))
+	}
 	line("Joined", when(st.JoinedAt))
 	line("Add-ons applied", when(st.AddonsAppliedAt))
 	line("Add-ons error", st.AddonsError)

@@ -35,6 +35,30 @@ const (
 // ControlPlaneKey returns the S3 key of a cluster's control-plane join info.
 func ControlPlaneKey(cluster string) string { return cluster + "/cp/join.json" }
 
+// ControlPlaneJoinRequestKey returns the S3 key of a cluster's control-plane
+// join request: a control plane that wants to join and finds no usable
+// control-plane join info writes it, and the uploader then uploads the
+// certificates and publishes fresh info. Without a request nothing is
+// uploaded: a cluster nobody joins keeps no kubeadm-certs Secret.
+func ControlPlaneJoinRequestKey(cluster string) string { return cluster + "/cp/join-request.json" }
+
+// ControlPlaneJoinRequestKind is the request's kind.
+const ControlPlaneJoinRequestKind = "ControlPlaneJoinRequest"
+
+// ControlPlaneJoinRequest asks the uploader for usable control-plane join
+// info. It carries no secret and grants nothing: the uploader only decides
+// whether to upload again.
+type ControlPlaneJoinRequest struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	// Requester is the EC2 instance ID of the node that wants to join.
+	Requester   string    `json:"requester"`
+	RequestedAt time.Time `json:"requestedAt"`
+	// FailedGeneration, when set, is the generation of control-plane join
+	// info a join failed with (say, its kubeadm-certs Secret was gone).
+	FailedGeneration int64 `json:"failedGeneration,omitempty"`
+}
+
 // ControlPlaneInfo is the control-plane join info document.
 type ControlPlaneInfo struct {
 	APIVersion        string   `json:"apiVersion"`

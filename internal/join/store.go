@@ -21,6 +21,7 @@ import (
 type S3API interface {
 	GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 	PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, optFns ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
 
 // Key returns the S3 key of a cluster's join info.
@@ -114,6 +115,55 @@ func (s *Store) Publish(ctx context.Context, info *Info, prevETag string) (strin
 	if err != nil {
 		return "", fmt.Errorf("encode join info: %w", err)
 	}
+	return s.put(ctx, body, prevETag)
+}
+
+// PublishControlPlane writes control-plane join info, on the same terms as
+// Publish (the Store's Key is then ControlPlaneKey). An error never holds
+// the document.
+func (s *Store) PublishControlPlane(ctx context.Context, info *ControlPlaneInfo, prevETag string) (string, error) {
+	body, err := json.Marshal(info)
+	if err != nil {
+		return "", fmt.Errorf("encode control-plane join info: %w", err)
+	}
+	return s.put(ctx, body, prevETag)
+}
+
+// RequestControlPlaneInfo writes a control-plane join request (the Store's
+// Key is then ControlPlaneJoinRequestKey), unconditionally: the newest
+// request is the one that counts.
+func (s *Store) RequestControlPlaneInfo(ctx context.Context, r *ControlPlaneJoinRequest) error {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode control-plane join request: %w", err)
+	}
+	in := &s3.PutObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(s.Key), Body: bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))), ContentType: aws.String("application/json")}
+	if s.KMSKeyID != "" {
+		in.ServerSideEncryption = s3types.ServerSideEncryptionAwsKms
+		in.SSEKMSKeyId = aws.String(s.KMSKeyID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	defer cancel()
+	if _, err := s.Client.PutObject(ctx, in); err != nil {
+		return fmt.Errorf("put %s: %w", s.URL(), err)
+	}
+	return nil
+}
+
+// Delete removes the object if it still has etag (If-Match). An object
+// already gone, or replaced since (a newer request), is not an error.
+func (s *Store) Delete(ctx context.Context, etag string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.callTimeout())
+	defer cancel()
+	_, err := s.Client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.Bucket), Key: aws.String(s.Key), IfMatch: aws.String(etag)})
+	if err != nil && !isNotFound(err) && httpStatus(err) != http.StatusPreconditionFailed {
+		return fmt.Errorf("delete %s: %w", s.URL(), err)
+	}
+	return nil
+}
+
+func (s *Store) put(ctx context.Context, body []byte, prevETag string) (string, error) {
 	in := &s3.PutObjectInput{
 		Bucket:        aws.String(s.Bucket),
 		Key:           aws.String(s.Key),

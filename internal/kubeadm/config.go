@@ -63,6 +63,18 @@ func NodeRegistration(k config.KubeadmConfig, node Node) v1beta4.NodeRegistratio
 // token, when set, is created by init as the first join token with ttl, so
 // that kubeadm does not create a default one the agent does not manage.
 func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Duration) (doc []byte, endpoint string, err error) {
+	return initConfig(cfg, node, token, ttl, "")
+}
+
+// UploadCertsConfig is the configuration of `kubeadm init phase upload-certs
+// --upload-certs --config`: the init configuration with certificateKey, so
+// that the key never appears on a command line. The file holds a secret.
+func UploadCertsConfig(cfg *config.AgentConfig, node Node, certificateKey string) ([]byte, error) {
+	doc, _, err := initConfig(cfg, node, "", 0, certificateKey)
+	return doc, err
+}
+
+func initConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Duration, certificateKey string) (doc []byte, endpoint string, err error) {
 	k := cfg.Kubeadm
 	advertise := advertiseAddress(cfg, node)
 	endpoint, err = ControlPlaneEndpoint(cfg, node)
@@ -74,6 +86,7 @@ func InitConfig(cfg *config.AgentConfig, node Node, token string, ttl time.Durat
 		NodeRegistration: NodeRegistration(k, node),
 		LocalAPIEndpoint: v1beta4.APIEndpoint{AdvertiseAddress: advertise, BindPort: k.BindPort},
 		SkipPhases:       append([]string(nil), k.SkipPhases...),
+		CertificateKey:   certificateKey,
 	}
 	if token != "" {
 		ts, err := bootstraptokenv1.NewBootstrapTokenString(token)
@@ -166,11 +179,17 @@ func IsKubestrapToken(description string) bool {
 	return strings.HasPrefix(description, tokenDescriptionPrefix)
 }
 
-// JoinOptions are the discovery parameters of a worker join.
+// JoinOptions are the discovery parameters of a join.
 type JoinOptions struct {
 	APIServerEndpoint string
 	Token             string
 	CACertHashes      []string
+	// ControlPlane makes it a control-plane join: this node serves the API
+	// (on its advertise address and kubeadm.bindPort) and gets the cluster's
+	// certificates from the kubeadm-certs Secret, decrypted with
+	// CertificateKey.
+	ControlPlane   bool
+	CertificateKey string
 }
 
 // JoinConfig builds the JoinConfiguration for `kubeadm join --config`, with
@@ -190,6 +209,12 @@ func JoinConfig(cfg *config.AgentConfig, node Node, opts JoinOptions) ([]byte, e
 		Timeouts: &v1beta4.Timeouts{
 			Discovery: &metav1.Duration{Duration: k.DiscoveryTimeout.Duration},
 		},
+	}
+	if opts.ControlPlane {
+		jc.ControlPlane = &v1beta4.JoinControlPlane{
+			LocalAPIEndpoint: v1beta4.APIEndpoint{AdvertiseAddress: advertiseAddress(cfg, node), BindPort: k.BindPort},
+			CertificateKey:   opts.CertificateKey,
+		}
 	}
 	return marshalDocuments(jc)
 }

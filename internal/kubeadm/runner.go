@@ -178,6 +178,15 @@ func (r *Runner) Join(ctx context.Context, configFile string) error {
 	return err
 }
 
+// UploadCerts runs `kubeadm init phase upload-certs --upload-certs --config
+// file` with the admin kubeconfig: kubeadm encrypts the cluster's
+// certificates with the file's certificateKey into the kubeadm-certs Secret,
+// which it deletes after two hours.
+func (r *Runner) UploadCerts(ctx context.Context, configFile, kubeconfig string) error {
+	_, err := r.Run(ctx, "init", "phase", "upload-certs", "--upload-certs", "--config", configFile, "--kubeconfig", kubeconfig)
+	return err
+}
+
 // Reset runs `kubeadm reset -f`, undoing a partial init or join.
 func (r *Runner) Reset(ctx context.Context, criSocket string) error {
 	args := []string{"reset", "-f"}

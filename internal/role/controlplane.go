@@ -32,6 +32,10 @@ type ControlPlaneRunner interface {
 	TokenCreate(ctx context.Context, kubeconfig string, ttl time.Duration, description string) (string, error)
 	TokenDelete(ctx context.Context, kubeconfig, tokenID string) error
 	TokenList(ctx context.Context, kubeconfig string) ([]kubeadm.Token, error)
+	// Join runs kubeadm join --config (a control-plane join here).
+	Join(ctx context.Context, configFile string) error
+	// UploadCerts runs kubeadm init phase upload-certs --upload-certs --config.
+	UploadCerts(ctx context.Context, configFile, kubeconfig string) error
 }
 
 // JoinStore reads and conditionally writes join info (a *join.Store).
@@ -93,6 +97,15 @@ type ControlPlane struct {
 	endpoint string
 	// pending is a token created in the cluster but not yet published.
 	pending *join.Info
+	// current is the join info this node published last (nil: not known
+	// in this process yet); cpInfo the control-plane join info.
+	current *join.Info
+	cpInfo  *join.ControlPlaneInfo
+	// cpInfoProblem is the last failure to refresh cpInfo, or "".
+	cpInfoProblem string
+	// failedGeneration is the control-plane join info generation this
+	// node's last control-plane join failed with (0: none).
+	failedGeneration int64
 	// verifyProblem is the class of the last failed verify round, or "".
 	verifyProblem string
 	// crashPoint, in tests, is called at every step boundary of the
@@ -167,6 +180,9 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	if err := c.bringUp(ctx); err != nil {
 		return err
 	}
+	if c.cpJoinEnabled() {
+		return c.publishAsUploader(ctx)
+	}
 	return c.publishLoop(ctx)
 }
 
@@ -198,6 +214,14 @@ func (c *ControlPlane) bringUp(ctx context.Context) error {
 					"(kubeadm init phase kubeconfig admin, or fix kubeadm.configDir); to start over deliberately, "+
 					"run kubeadm reset -f and remove %s",
 				st.InitializedAt.Format(time.RFC3339), c.AdminKubeconfig, adminErr, state.Path(c.Config.StateDir)))
+		case !st.ControlPlaneJoinStartedAt.IsZero():
+			// A control-plane join this agent started never finished (crash,
+			// reboot, kill): undo it, then look again (and join again).
+			if err := c.undoControlPlaneJoin(ctx, fmt.Sprintf("the control-plane join started at %s was interrupted",
+				st.ControlPlaneJoinStartedAt.UTC().Format(time.RFC3339))); err != nil {
+				return err
+			}
+			continue
 		case !st.InitStartedAt.IsZero():
 			// An init this agent started never finished (crash, reboot, kill):
 			// no join info was published for it, so nothing joined; redo it.
@@ -460,6 +484,9 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 			_, at = c.rotationDue(st)
 		}
 		c.deleteRetiredTokens(ctx)
+		if c.cpJoinEnabled() {
+			c.refreshControlPlaneInfoLogged(ctx)
+		}
 		st = c.Reporter.State()
 		c.observePublished(st.JoinGeneration, st.TokenExpiresAt)
 		c.Reporter.Ready(state.PhasePublished,
@@ -467,6 +494,9 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 				st.JoinGeneration, st.TokenID, c.Store.URL(), at.UTC().Format(time.RFC3339)),
 			zap.Int64("generation", st.JoinGeneration), zap.String("tokenID", st.TokenID))
 		wait := min(at.Sub(c.Clock.Now()), c.VerifyInterval)
+		if c.cpJoinEnabled() {
+			wait = min(wait, requestCheckInterval)
+		}
 		for _, r := range st.RetiredTokens {
 			wait = min(wait, r.DeleteAfter.Sub(c.Clock.Now()))
 		}
@@ -710,6 +740,7 @@ func (c *ControlPlane) rotate(ctx context.Context) error {
 		return fmt.Errorf("publish join info: %w", err)
 	}
 	c.step(stepAfterPublish)
+	c.current = &info
 	c.pending = nil
 	old := st.TokenID
 	c.Reporter.Update(func(s *state.State) {

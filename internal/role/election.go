@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/lease"
 	"github.com/kubestrap/kubestrap/internal/state"
@@ -39,6 +40,20 @@ type InitElection struct {
 	Lock *lease.Lock
 	// Marker is <cluster>/cp/initialized.json.
 	Marker *lease.Marker
+	// ControlPlaneInfo is <cluster>/cp/join.json, JoinLock
+	// <cluster>/cp/join-lock.json and UploaderLock
+	// <cluster>/cp/uploader-lock.json (copies of Lock but for the key).
+	// With all three set, a node that finds the cluster initialized by
+	// another joins it as a control plane, and only the uploader lock's
+	// holder publishes join info (cpjoin.go). Any nil: such a node waits.
+	ControlPlaneInfo *join.Store
+	// JoinRequest is <cluster>/cp/join-request.json (join.ControlPlaneJoinRequestKey).
+	JoinRequest  *join.Store
+	JoinLock     *lease.Lock
+	UploaderLock *lease.Lock
+	// CertificatesUploaded says whether the kubeadm-certs Secret exists
+	// (nil: not checked; the upload is then renewed by age only).
+	CertificatesUploaded func(ctx context.Context) (bool, error)
 }
 
 // errLockConfig wraps an Acquire that ended for a reason other than its
@@ -82,7 +97,7 @@ func (c *ControlPlane) electAndInit(ctx context.Context) (bool, error) {
 		m, err := c.readMarker(ctx)
 		switch {
 		case err == nil:
-			return false, c.initializedElsewhere(ctx, m)
+			return c.initializedElsewhere(ctx, m)
 		case errors.Is(err, lease.ErrNotInitialized):
 			if st.InitializedBy != "" && st.InitializedBy != self {
 				c.Reporter.Condition(state.PhaseBlocked, "marker-removed", fmt.Sprintf(
@@ -342,7 +357,7 @@ func (c *ControlPlane) undoInit(ctx context.Context, why string) error {
 // initializedElsewhere handles a marker found by a node that holds no
 // cluster: it never runs kubeadm init. An unfinished init of its own is
 // undone first.
-func (c *ControlPlane) initializedElsewhere(ctx context.Context, m *lease.Initialized) error {
+func (c *ControlPlane) initializedElsewhere(ctx context.Context, m *lease.Initialized) (bool, error) {
 	st := c.Reporter.State()
 	self := c.Election.self()
 	if m.InitializedBy == self {
@@ -352,24 +367,27 @@ func (c *ControlPlane) initializedElsewhere(ctx context.Context, m *lease.Initia
 				"cluster deliberately, remove the marker once no node uses the old cluster",
 			c.markerURL(), self, c.Config.Cluster, m.InitializedAt.UTC().Format(time.RFC3339), c.AdminKubeconfig,
 			c.Config.Kubeadm.ConfigDir))
-		return nil
+		return false, nil
 	}
 	if !st.InitStartedAt.IsZero() {
 		why := fmt.Sprintf("cluster %s was initialized by %s while this node's own kubeadm init (started at %s) had not finished",
 			c.Config.Cluster, m.InitializedBy, st.InitStartedAt.UTC().Format(time.RFC3339))
 		if err := c.undoInit(ctx, why); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if st.InitializedBy != m.InitializedBy || st.InitLockHolder != "" {
 		c.Reporter.Update(func(s *state.State) { s.InitializedBy, s.InitLockHolder = m.InitializedBy, "" })
+	}
+	if c.cpJoinEnabled() {
+		return c.joinControlPlane(ctx, m)
 	}
 	c.Reporter.Waiting(state.PhaseWaitingToJoin, "initialized-by:"+m.InitializedBy, fmt.Sprintf(
 		"cluster %s was initialized by %s at %s (endpoint %s); joining as an additional control plane is not implemented "+
 			"yet (issue 14): this node will not run kubeadm init and looks again every %s",
 		c.Config.Cluster, m.InitializedBy, m.InitializedAt.UTC().Format(time.RFC3339), m.Endpoint, BlockedRecheck),
 		zap.String("initializedBy", m.InitializedBy))
-	return nil
+	return false, nil
 }
 
 // recordInitialized makes sure an initialized node's cluster is recorded in
@@ -405,6 +423,9 @@ func (c *ControlPlane) recordInitialized(ctx context.Context) (again bool, err e
 				c.Reporter.Update(func(s *state.State) { s.InitializedBy = self })
 			}
 			c.releaseOwnInitLock(ctx)
+			return false, nil
+		case err == nil && !st.ControlPlaneJoinedAt.IsZero() && m.InitializedBy == st.InitializedBy:
+			// A control plane that joined the cluster this marker names.
 			return false, nil
 		case err == nil && st.InitLockGeneration > 0 && st.JoinGeneration == 0 && st.PublishedETag == "":
 			// This node's init finished under the election, but another

@@ -47,6 +47,13 @@ const (
 	// PhaseWaitingToJoin: the cluster was initialized by another control
 	// plane (initializedBy); this node never runs kubeadm init for it.
 	PhaseWaitingToJoin Phase = "WaitingToJoinControlPlane"
+	// PhaseJoiningControlPlane: this node runs kubeadm join --control-plane
+	// under the join lock (<cluster>/cp/join-lock.json).
+	PhaseJoiningControlPlane Phase = "JoiningControlPlane"
+	// PhaseStandby: a control-plane member that does not hold the uploader
+	// lock; another control plane (uploaderLockHolder) publishes join info,
+	// and this one takes over when that one is gone.
+	PhaseStandby Phase = "Standby"
 )
 
 // State is the content of state.json.
@@ -84,6 +91,20 @@ type State struct {
 	// InitLockGeneration is the init lock's generation under which this
 	// node ran (or runs) kubeadm init; it goes into the initialized marker.
 	InitLockGeneration int64 `json:"initLockGeneration,omitempty"`
+	// ControlPlaneJoinStartedAt is written before kubeadm join
+	// --control-plane runs; with InitializedAt still zero it marks a join
+	// that was interrupted (undone with kubeadm reset -f, then joined again).
+	ControlPlaneJoinStartedAt time.Time `json:"controlPlaneJoinStartedAt,omitzero"`
+	// ControlPlaneJoinedAt is when this node joined the control plane of the
+	// cluster InitializedBy initialized.
+	ControlPlaneJoinedAt time.Time `json:"controlPlaneJoinedAt,omitzero"`
+	// UploaderLockHolder is who holds <cluster>/cp/uploader-lock.json (the
+	// control plane that publishes join info), as last seen.
+	UploaderLockHolder string `json:"uploaderLockHolder,omitempty"`
+	// ControlPlaneInfoGeneration and CertificatesUploadedAt describe the
+	// control-plane join info this node last published.
+	ControlPlaneInfoGeneration int64     `json:"controlPlaneInfoGeneration,omitempty"`
+	CertificatesUploadedAt     time.Time `json:"certificatesUploadedAt,omitzero"`
 	// RetiredTokens were superseded by a newer publication; each is deleted
 	// from the cluster once workers that read the old info had time to join.
 	RetiredTokens []RetiredToken `json:"retiredTokens,omitempty"`

@@ -50,6 +50,18 @@ func NewFakeKubeadm(t testing.TB, path string) *FakeKubeadm {
 	return f
 }
 
+// Node returns another node of f's cluster: the same calls, tokens and
+// kubeadm-certs Secret, its own /etc/kubernetes and /var/lib/etcd.
+func (f *FakeKubeadm) Node(t testing.TB) *FakeKubeadm {
+	t.Helper()
+	base := t.TempDir()
+	n := &FakeKubeadm{Path: f.Path, Dir: f.Dir, Etc: filepath.Join(base, "etc"), Etcd: filepath.Join(base, "etcd")}
+	if err := os.MkdirAll(n.Etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // Env is the environment to run the fake with.
 func (f *FakeKubeadm) Env() []string {
 	return append(os.Environ(), "FAKE_KUBEADM_DIR="+f.Dir, "FAKE_KUBEADM_ETC="+f.Etc, "FAKE_KUBEADM_ETCD="+f.Etcd)

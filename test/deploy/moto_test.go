@@ -231,6 +231,8 @@ func checkNodePermissions(t *testing.T, m *motoServer, bucket, cluster string, c
 	}
 	join := cluster + "/join.json"
 	leaveRecord := cluster + "/leave/i-0worker00000000000.json"
+	// Control-plane join info holds the certificate key: control planes only.
+	cpJoin := cluster + "/cp/join.json"
 	checks := []permissionCheck{
 		{"worker", "GetObject " + join, true, get(worker, join)},
 		{"worker", "PutObject " + join, false, put(worker, join)},
@@ -238,6 +240,7 @@ func checkNodePermissions(t *testing.T, m *motoServer, bucket, cluster string, c
 		{"worker", "GetObject " + cluster + "/control-plane.json", false, get(worker, cluster+"/control-plane.json")},
 		{"worker", "GetObject other/join.json", false, get(worker, "other/join.json")},
 		{"worker", "PutObject " + cluster + "/evil.sh", false, put(worker, cluster+"/evil.sh")},
+		{"worker", "PutObject " + cluster + "/cp/join-request.json", false, put(worker, cluster+"/cp/join-request.json")},
 		{"worker", "PutObject " + leaveRecord, true, put(worker, leaveRecord)},
 		{"worker", "GetObject " + leaveRecord, false, get(worker, leaveRecord)},
 		{"worker", "DeleteObject " + leaveRecord, false, del(worker, leaveRecord)},
@@ -250,12 +253,16 @@ func checkNodePermissions(t *testing.T, m *motoServer, bucket, cluster string, c
 		{"control plane", "DeleteObject " + cluster + "/init.lock", true, del(controlPlane, cluster+"/init.lock")},
 		{"control plane", "GetObject other/join.json", false, get(controlPlane, "other/join.json")},
 		{"control plane", "PutObject other/join.json", false, put(controlPlane, "other/join.json")},
+		{"control plane", "PutObject " + cpJoin, true, put(controlPlane, cpJoin)},
+		{"control plane", "GetObject " + cpJoin, true, get(controlPlane, cpJoin)},
 		{"control plane", "GetObject " + leaveRecord, true, get(controlPlane, leaveRecord)},
 		{"control plane", "DeleteObject " + leaveRecord, true, del(controlPlane, leaveRecord)},
 		{"control plane", "ecr:GetAuthorizationToken", true, ecrToken(controlPlane)},
 		{"control plane", "iam:ListRoles", false, listRoles(controlPlane)},
 		// After the control plane's rewrite, the worker still reads the new info.
 		{"worker", "GetObject " + join + " (rewritten)", true, get(worker, join)},
+		// The control plane wrote cp/join.json above: it exists, and a worker still cannot read it.
+		{"worker", "GetObject " + cpJoin + " (exists)", false, get(worker, cpJoin)},
 	}
 	for _, c := range checks {
 		err := c.call(ctxT(t))

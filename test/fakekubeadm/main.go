@@ -60,6 +60,8 @@ func run(args []string) int {
 		return join(dir, etc, flagValue(args, "--config"))
 	case args[0] == "reset":
 		return reset(etc, etcd)
+	case len(args) > 2 && args[0] == "init" && args[1] == "phase" && args[2] == "upload-certs":
+		return uploadCerts(dir, flagValue(args, "--config"))
 	case args[0] == "init":
 		return initCluster(dir, etc, etcd, flagValue(args, "--config"))
 	case len(args) > 1 && args[0] == "token" && args[1] == "create":
@@ -119,6 +121,9 @@ func join(dir, etc, config string) int {
 		return fail(fmt.Sprintf("error execution phase preflight: couldn't validate the identity of the API Server: "+
 			"could not find a JWS signature in the cluster-info ConfigMap for token ID %q", m[1]))
 	}
+	if strings.Contains(string(b), "\ncontrolPlane:") {
+		return joinControlPlane(dir, etc, string(b))
+	}
 	fmt.Println(`[preflight] Reading configuration from the "kubeadm-config" ConfigMap in namespace "kube-system"...`)
 	fmt.Println("[kubelet-start] Writing kubelet configuration to file \"/var/lib/kubelet/config.yaml\"")
 	fmt.Println("[kubelet-start] Starting the kubelet")
@@ -169,6 +174,10 @@ func initCluster(dir, etc, etcd, config string) int {
 	fmt.Println("[certs] Generating \"ca\" certificate and key")
 	if err := writeCA(filepath.Join(etc, "pki", "ca.crt")); err != nil {
 		return fail(err.Error())
+	}
+	// The cluster's CA, for the control planes that join it.
+	if ca, err := os.ReadFile(filepath.Join(etc, "pki", "ca.crt")); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "cluster-ca.crt"), ca, 0o600)
 	}
 	if err := os.WriteFile(filepath.Join(etc, "pki", "ca.key"), []byte("fake key\n"), 0o600); err != nil {
 		return fail(err.Error())
@@ -332,4 +341,74 @@ func removeToken(dir, id string) {
 		}
 	}
 	_ = os.WriteFile(path, []byte(strings.Join(keep, "\n")+"\n"), 0o600)
+}
+
+var certificateKeyField = regexp.MustCompile(`(?m)^\s*certificateKey: "?([0-9a-f]{64})"?\s*$`)
+
+// uploadCerts stands in for `kubeadm init phase upload-certs --upload-certs
+// --config`: the "kubeadm-certs Secret" is $FAKE_KUBEADM_DIR/kubeadm-certs,
+// holding the key it was encrypted with (a test may delete it, as an
+// operator may delete the Secret). Like kubeadm, it prints the key.
+func uploadCerts(dir, config string) int {
+	b, err := os.ReadFile(config)
+	if err != nil {
+		return fail(fmt.Sprintf("unable to read config from %q : %v", config, err))
+	}
+	m := certificateKeyField.FindStringSubmatch(string(b))
+	if m == nil {
+		return fail("error execution phase upload-certs: the certificate key is missing from the configuration")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kubeadm-certs"), []byte(m[1]+"\n"), 0o600); err != nil {
+		return fail(err.Error())
+	}
+	appendLine(filepath.Join(dir, "uploads"), fmt.Sprint(time.Now().UnixNano()))
+	fmt.Println(`[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace`)
+	fmt.Println("[upload-certs] Using certificate key:")
+	fmt.Println(m[1])
+	return 0
+}
+
+// joinControlPlane finishes a control-plane join: the certificates come from
+// the "kubeadm-certs Secret" with the configuration's key; then the node has
+// the cluster's CA, an admin.conf, static pods and an etcd member.
+func joinControlPlane(dir, etc, config string) int {
+	m := certificateKeyField.FindStringSubmatch(config)
+	if m == nil {
+		return fail("invalid configuration: controlPlane.certificateKey: Required value")
+	}
+	stored, err := os.ReadFile(filepath.Join(dir, "kubeadm-certs"))
+	if err != nil {
+		return fail("error execution phase control-plane-prepare/download-certs: error downloading certs: error downloading the secret: " +
+			`Secret "kubeadm-certs" was not found in the "kube-system" Namespace. This Secret might have expired. ` +
+			`Please, run ` + "`kubeadm init phase upload-certs --upload-certs`" + ` on a control plane to generate a new one`)
+	}
+	if strings.TrimSpace(string(stored)) != m[1] {
+		return fail("error execution phase control-plane-prepare/download-certs: error downloading certs: error decoding secret data " +
+			"with provided key: cipher: message authentication failed")
+	}
+	fmt.Println("[download-certs] Downloading the certificates in Secret \"kubeadm-certs\" in the \"kube-system\" Namespace")
+	ca, err := os.ReadFile(filepath.Join(dir, "cluster-ca.crt"))
+	if err != nil {
+		return fail(err.Error())
+	}
+	if err := os.MkdirAll(filepath.Join(etc, "pki"), 0o755); err != nil {
+		return fail(err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(etc, "pki", "ca.crt"), ca, 0o644); err != nil {
+		return fail(err.Error())
+	}
+	for _, f := range []string{"admin.conf", "kubelet.conf"} {
+		if err := writeKubeconfig(filepath.Join(etc, f)); err != nil {
+			return fail(err.Error())
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(etc, "manifests"), 0o755); err != nil {
+		return fail(err.Error())
+	}
+	if err := os.WriteFile(filepath.Join(etc, "manifests", "kube-apiserver.yaml"), []byte("kind: Pod\n"), 0o600); err != nil {
+		return fail(err.Error())
+	}
+	appendLine(filepath.Join(dir, "control-plane-joins"), fmt.Sprint(time.Now().UnixNano()))
+	fmt.Print("\nThis node has joined the cluster and a new control plane instance was created\n")
+	return 0
 }

@@ -87,6 +87,29 @@ func TestGeneratedConfigurationsPassRealKubeadmValidate(t *testing.T) {
 			if out, err := runKubeadm(t, "config", "validate", "--config", writeTemp(t, "join.yaml", joinDoc)); err != nil {
 				t.Fatalf("join configuration refused: %v\n%s\n%s", err, out, joinDoc)
 			}
+			// The control-plane join and the certificate upload carry the
+			// certificate key in the file (never on a command line).
+			key := strings.Repeat("0f", 32)
+			cpJoinDoc, err := kubeadm.JoinConfig(cfg, node, kubeadm.JoinOptions{
+				APIServerEndpoint: "10.0.1.5:6443", Token: "abcdef.0123456789abcdef",
+				CACertHashes: []string{"sha256:" + strings.Repeat("ab", 32)}, ControlPlane: true, CertificateKey: key,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(cpJoinDoc), "certificateKey: "+key) {
+				t.Fatalf("control-plane join configuration without the key:\n%s", cpJoinDoc)
+			}
+			if out, err := runKubeadm(t, "config", "validate", "--config", writeTemp(t, "cp-join.yaml", cpJoinDoc)); err != nil {
+				t.Fatalf("control-plane join configuration refused: %v\n%s\n%s", err, out, cpJoinDoc)
+			}
+			uploadDoc, err := kubeadm.UploadCertsConfig(cfg, node, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, err := runKubeadm(t, "config", "validate", "--config", writeTemp(t, "upload.yaml", uploadDoc)); err != nil {
+				t.Fatalf("upload-certs configuration refused: %v\n%s\n%s", err, out, uploadDoc)
+			}
 		})
 	}
 }

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+	"github.com/kubestrap/kubestrap/internal/join"
+	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/lease"
+	"github.com/kubestrap/kubestrap/internal/role"
+)
+
+// newElection is the control plane's part in the S3 coordination of issue
+// 14: the init lock and marker, and the control-plane join (join info for
+// control planes, join requests, the join and uploader locks).
+func newElection(cfg *config.AgentConfig, node kubeadm.Node, s3Client *s3.Client, ec2Client *ec2.Client,
+	reclaimOwn func() bool, admin string, log *zap.Logger) *role.InitElection {
+	lock := func(name string) *lease.Lock {
+		return &lease.Lock{Client: s3Client, Bucket: cfg.Bucket, Key: lease.LockKey(cfg.Cluster, name),
+			Holder: role.InstanceIDFromProviderID(node.ProviderID), KMSKeyID: cfg.ControlPlane.KMSKeyID,
+			HolderAlive: lease.EC2HolderAlive(ec2Client), ReclaimOwn: reclaimOwn,
+			OnRenewFailure: func(err error) { log.Warn("cannot renew the "+name+" lock", zap.Error(err)) }}
+	}
+	store := func(key string) *join.Store {
+		return &join.Store{Client: s3Client, Bucket: cfg.Bucket, Key: key, KMSKeyID: cfg.ControlPlane.KMSKeyID}
+	}
+	return &role.InitElection{
+		Lock: lock(lease.InitLock),
+		Marker: &lease.Marker{Client: s3Client, Bucket: cfg.Bucket, Key: lease.MarkerKey(cfg.Cluster), Cluster: cfg.Cluster,
+			KMSKeyID: cfg.ControlPlane.KMSKeyID},
+		ControlPlaneInfo:     store(join.ControlPlaneKey(cfg.Cluster)),
+		JoinRequest:          store(join.ControlPlaneJoinRequestKey(cfg.Cluster)),
+		JoinLock:             lock(lease.JoinLock),
+		UploaderLock:         lock(lease.UploaderLock),
+		CertificatesUploaded: func(ctx context.Context) (bool, error) { return certificatesSecretExists(ctx, admin) },
+	}
+}
+
+var secretsResource = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+
+// certificatesSecretExists says whether kubeadm's kubeadm-certs Secret (the
+// cluster's certificates, encrypted with the last certificate key) is in
+// kube-system, asking the API server with admin.conf.
+func certificatesSecretExists(ctx context.Context, admin string) (bool, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", admin)
+	if err != nil {
+		return false, fmt.Errorf("kubeconfig %s: %w", admin, err)
+	}
+	client, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return false, fmt.Errorf("API client: %w", err)
+	}
+	_, err = client.Resource(secretsResource).Namespace("kube-system").Get(ctx, "kubeadm-certs", metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return true, nil
+	case apierrors.IsNotFound(err):
+		return false, nil
+	}
+	return false, fmt.Errorf("get Secret kube-system/kubeadm-certs: %w", err)
+}

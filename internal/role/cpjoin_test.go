@@ -1,0 +1,355 @@
+package role
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/kubestrap/kubestrap/internal/config"
+	"github.com/kubestrap/kubestrap/internal/join"
+	"github.com/kubestrap/kubestrap/internal/kubeadm"
+	"github.com/kubestrap/kubestrap/internal/lease"
+	"github.com/kubestrap/kubestrap/internal/state"
+	"github.com/kubestrap/kubestrap/internal/testutil"
+)
+
+// haEndpoint is the control-plane endpoint every node of the HA tests is
+// configured with (a load balancer in front of them).
+const haEndpoint = "10.0.1.5:6443"
+
+// haNode is one control-plane node of a cluster whose S3 and kubeadm
+// "cluster" (tokens, kubeadm-certs Secret, CA) it shares with the others.
+type haNode struct {
+	h    *harness
+	clk  *testingclock.FakeClock
+	cp   *ControlPlane
+	stop func() error
+}
+
+// newHANode makes control-plane node i; fk is the cluster's fake kubeadm
+// (nil: the first node, which makes it).
+func newHANode(t *testing.T, s3 *testutil.FakeS3, fk *testutil.FakeKubeadm, i int) *haNode {
+	t.Helper()
+	clk := testingclock.NewFakeClock(t0)
+	h := newHarnessWithClock(t, config.RoleControlPlane, clk)
+	if s3 != nil {
+		h.s3 = s3
+		h.store.Client = s3.Client
+	}
+	if fk != nil {
+		h.kubeadm = fk.Node(t)
+	}
+	h.instanceID = "i-00000000000000b" + string(rune('1'+i))
+	h.cfg.Kubeadm.ControlPlaneEndpoint = haEndpoint
+	cp := h.controlPlane()
+	cp.Node = kubeadm.Node{Name: "cp-" + string(rune('1'+i)), IP: "10.0.1." + string(rune('1'+i))}
+	e := cp.Election
+	e.ControlPlaneInfo = &join.Store{Client: h.s3.Client, Bucket: h.cfg.Bucket, Key: join.ControlPlaneKey(h.cfg.Cluster)}
+	e.JoinRequest = &join.Store{Client: h.s3.Client, Bucket: h.cfg.Bucket, Key: join.ControlPlaneJoinRequestKey(h.cfg.Cluster)}
+	for _, l := range []**lease.Lock{&e.JoinLock, &e.UploaderLock} {
+		lk := *e.Lock
+		lk.RetryInterval = 50 * time.Millisecond
+		*l = &lk
+	}
+	e.JoinLock.Key = lease.LockKey(h.cfg.Cluster, lease.JoinLock)
+	e.UploaderLock.Key = lease.LockKey(h.cfg.Cluster, lease.UploaderLock)
+	secret := filepath.Join(h.kubeadm.Dir, "kubeadm-certs")
+	e.CertificatesUploaded = func(context.Context) (bool, error) {
+		_, err := os.Stat(secret)
+		return err == nil, nil
+	}
+	return &haNode{h: h, clk: clk, cp: cp}
+}
+
+func (n *haNode) state() state.State { return n.h.reporter.State() }
+
+// cpInfo reads and validates the control-plane join info in S3.
+func (n *haNode) cpInfo(t *testing.T) *join.ControlPlaneInfo {
+	t.Helper()
+	f, err := n.cp.Election.ControlPlaneInfo.Fetch(context.Background(), "")
+	if err != nil {
+		t.Fatalf("fetch control-plane join info: %v", err)
+	}
+	info, err := join.ParseControlPlane(f.Body, join.Expectations{Cluster: "demo", Now: n.clk.Now()})
+	if err != nil {
+		t.Fatalf("control-plane join info is not valid: %v", err)
+	}
+	return info
+}
+
+// assertNoKey fails if key is anywhere in the fake kubeadm's argument log
+// (the command lines), the node's logs or its state directory.
+func assertNoKey(t *testing.T, key string, nodes ...*haNode) {
+	t.Helper()
+	for _, n := range nodes {
+		for _, c := range n.h.kubeadm.Calls() {
+			if strings.Contains(c, key) {
+				t.Errorf("the certificate key is on a kubeadm command line: %q", c)
+			}
+		}
+		if strings.Contains(allLogText(n.h.logs), key) {
+			t.Errorf("%s: the certificate key is in the log", n.h.instanceID)
+		}
+		entries, _ := os.ReadDir(n.h.cfg.StateDir)
+		for _, e := range entries {
+			b, _ := os.ReadFile(filepath.Join(n.h.cfg.StateDir, e.Name()))
+			if strings.Contains(string(b), key) {
+				t.Errorf("%s: the certificate key is left in %s", n.h.instanceID, e.Name())
+			}
+		}
+	}
+}
+
+// startHA starts the first node and waits until it published join info.
+func startHA(t *testing.T) *haNode {
+	t.Helper()
+	a := newHANode(t, nil, nil, 0)
+	a.stop = start(t, a.cp.Run)
+	eventually(t, "the first node to publish", func() bool {
+		return a.state().Phase == state.PhasePublished && a.clk.HasWaiters()
+	})
+	return a
+}
+
+// drive moves the clocks of the nodes that wait on them, 5 s at a time,
+// until cond holds (bounded: 20 s of wall time).
+func drive(t *testing.T, what string, cond func() bool, nodes ...*haNode) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		for _, n := range nodes {
+			if n.clk.HasWaiters() {
+				n.clk.Step(5 * time.Second)
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// request puts a control-plane join request as a joiner would.
+func (n *haNode) request(t *testing.T, failed int64) {
+	t.Helper()
+	err := n.cp.Election.JoinRequest.RequestControlPlaneInfo(context.Background(), &join.ControlPlaneJoinRequest{
+		APIVersion: join.APIVersion, Kind: join.ControlPlaneJoinRequestKind, Requester: "i-0000000000000abc",
+		RequestedAt: n.clk.Now(), FailedGeneration: failed})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (n *haNode) requestPending() bool {
+	_, err := n.cp.Election.JoinRequest.Fetch(context.Background(), "")
+	return err == nil
+}
+
+// A second control plane finds the cluster initialized by the first, joins
+// it with kubeadm join --control-plane through the control-plane join info
+// (the first node's token and a fresh certificate key, never on a command
+// line, in a log or left in a file) and stands by while the first holds the
+// uploader lock; it never runs kubeadm init.
+func TestSecondControlPlaneJoinsThroughS3(t *testing.T) {
+	a := startHA(t)
+	if st := a.state(); st.UploaderLockHolder != a.h.instanceID {
+		t.Errorf("first node: uploaderLockHolder %q", st.UploaderLockHolder)
+	}
+	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
+	start(t, b.cp.Run)
+	drive(t, "the second node to stand by", func() bool { return b.state().Phase == state.PhaseStandby }, a, b)
+	info := a.cpInfo(t)
+	worker := a.h.published(t)
+	if info.Token != worker.Token || info.APIServerEndpoint != haEndpoint || info.CACertHashes[0] != worker.CACertHashes[0] {
+		t.Errorf("control-plane join info %s does not match join info generation %d", info, worker.Generation)
+	}
+	if n := len(a.h.kubeadm.CallsOf("init phase upload-certs")); n != 1 {
+		t.Errorf("%d certificate uploads, want 1", n)
+	}
+	if a.requestPending() {
+		t.Error("the join request is still there after the upload")
+	}
+	st := b.state()
+	if st.ControlPlaneJoinedAt.IsZero() || st.InitializedAt.IsZero() || !st.ControlPlaneJoinStartedAt.IsZero() ||
+		st.InitializedBy != a.h.instanceID || st.UploaderLockHolder != a.h.instanceID {
+		t.Errorf("second node's state: %+v", st)
+	}
+	if !strings.Contains(st.Message, a.h.instanceID+" holds the uploader lock") {
+		t.Errorf("second node's STATUS %q does not name the uploader", st.Message)
+	}
+	var inits, joins int
+	for _, c := range b.h.kubeadm.Calls() {
+		switch {
+		case strings.HasPrefix(c, "init --config"):
+			inits++
+		case strings.HasPrefix(c, "join --config "+filepath.Join(b.h.cfg.StateDir, cpJoinConfigName)):
+			joins++
+		}
+	}
+	if inits != 1 || joins != 1 { // the shared log holds the first node's init
+		t.Errorf("kubeadm calls in the cluster: %q; want the first node's init and one control-plane join", b.h.kubeadm.Calls())
+	}
+	if _, err := os.Stat(filepath.Join(b.h.kubeadm.Etc, "manifests", "kube-apiserver.yaml")); err != nil {
+		t.Errorf("the second node runs no API server: %v", err)
+	}
+	if l := b.lock(t, lease.JoinLock); l.Held {
+		t.Errorf("join lock still held: %+v", l)
+	}
+	if _, n := b.h.notifier.snapshot(); n == 0 {
+		t.Error("no READY from the joined control plane")
+	}
+	// Only the uploader publishes.
+	if got := a.h.published(t).Generation; got != worker.Generation {
+		t.Errorf("join info generation moved to %d while nothing was due", got)
+	}
+	assertNoKey(t, info.CertificateKey, a, b)
+}
+
+func (n *haNode) lock(t *testing.T, name string) lease.Status {
+	t.Helper()
+	st, err := (&lease.Lock{Client: n.h.s3.Client, Bucket: n.h.cfg.Bucket, Key: lease.LockKey(n.h.cfg.Cluster, name),
+		Holder: "i-0000000000000999"}).Inspect(context.Background())
+	if err != nil {
+		t.Fatalf("inspect %s lock: %v", name, err)
+	}
+	return st
+}
+
+// The kubeadm-certs Secret deleted (or expired): the uploader notices at
+// its next round, uploads the certificates again with a new key and
+// publishes it; the next control-plane join succeeds with it.
+func TestDeletedCertificatesSecretIsUploadedAgain(t *testing.T) {
+	a := startHA(t)
+	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
+	start(t, b.cp.Run)
+	drive(t, "the second node to join", func() bool { return !b.state().ControlPlaneJoinedAt.IsZero() }, a, b)
+	first := a.cpInfo(t)
+	if err := os.Remove(filepath.Join(a.h.kubeadm.Dir, "kubeadm-certs")); err != nil {
+		t.Fatal(err)
+	}
+	c := newHANode(t, a.h.s3, a.h.kubeadm, 2)
+	start(t, c.cp.Run)
+	drive(t, "the third node to join", func() bool { return !c.state().ControlPlaneJoinedAt.IsZero() }, a, b, c)
+	second := a.cpInfo(t)
+	if second.CertificateKey == first.CertificateKey || second.Generation != first.Generation+1 {
+		t.Errorf("generation %d after %d, new key: %v", second.Generation, first.Generation, second.CertificateKey != first.CertificateKey)
+	}
+	var resets int
+	for _, call := range c.h.kubeadm.Calls() {
+		if strings.HasPrefix(call, "reset") {
+			resets++
+		}
+	}
+	if resets != 1 {
+		t.Errorf("%d resets, want 1 (the failed first join undone)", resets)
+	}
+	assertNoKey(t, second.CertificateKey, a, b, c)
+	assertNoKey(t, first.CertificateKey, a, b, c)
+}
+
+// Nothing is uploaded until a control plane asks (a cluster nobody joins
+// keeps no kubeadm-certs Secret); a request is answered by what is
+// published while it is fresh, and by a new upload once the certificates
+// are within certificatesMargin of kubeadm's two hours.
+func TestCertificatesUploadedOnlyOnRequest(t *testing.T) {
+	a := newHANode(t, nil, nil, 0)
+	a.h.cfg.ControlPlane.TokenTTL.Duration = 24 * time.Hour // one token throughout
+	a.stop = start(t, a.cp.Run)
+	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
+	uploads := func() int { return len(a.h.kubeadm.CallsOf("init phase upload-certs")) }
+	step := func(d time.Duration) {
+		for end := a.clk.Now().Add(d); a.clk.Now().Before(end); {
+			eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+			a.clk.Step(5 * time.Second)
+		}
+		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+	}
+	step(2 * time.Hour)
+	if n := uploads(); n != 0 {
+		t.Fatalf("%d uploads without a request", n)
+	}
+	if _, err := a.cp.Election.ControlPlaneInfo.Fetch(context.Background(), ""); err == nil {
+		t.Fatal("control-plane join info published without a request")
+	}
+	a.request(t, 0)
+	step(20 * time.Second)
+	if n := uploads(); n != 1 || a.requestPending() {
+		t.Fatalf("after a request: %d uploads (want 1), request pending %v", n, a.requestPending())
+	}
+	step(80 * time.Minute)
+	a.request(t, 0) // fresh info (80 min old) answers it
+	step(20 * time.Second)
+	if n := uploads(); n != 1 || a.requestPending() {
+		t.Fatalf("a request answered by fresh info: %d uploads (want 1), request pending %v", n, a.requestPending())
+	}
+	step(15 * time.Minute)
+	a.request(t, 0) // 95 min old: kubeadm deletes the Secret at 120
+	step(20 * time.Second)
+	if n := uploads(); n != 2 {
+		t.Errorf("%d uploads after a request 95 minutes after the first, want 2", n)
+	}
+	if st := a.state(); st.ControlPlaneInfoGeneration != 2 || st.JoinGeneration != 1 {
+		t.Errorf("generations: control-plane join info %d (want 2), join info %d (want 1: same token)",
+			st.ControlPlaneInfoGeneration, st.JoinGeneration)
+	}
+}
+
+// A control-plane join interrupted by a crash (controlPlaneJoinStartedAt
+// recorded, files half written): at the next start the agent undoes it with
+// kubeadm reset -f before anything else, then joins again.
+func TestInterruptedControlPlaneJoinIsRedone(t *testing.T) {
+	a := startHA(t)
+	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
+	// What a kill -9 inside kubeadm join --control-plane leaves: the state
+	// write before the run, and an admin.conf from its kubeconfig phase.
+	b.h.reporter.Update(func(s *state.State) { s.ControlPlaneJoinStartedAt = t0 })
+	if err := os.WriteFile(b.h.kubeadm.AdminConf(), []byte("half\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start(t, b.cp.Run)
+	drive(t, "the second node to stand by", func() bool { return b.state().Phase == state.PhaseStandby }, a, b)
+	var seq []string
+	for _, c := range b.h.kubeadm.Calls() {
+		if strings.HasPrefix(c, "reset") || strings.HasPrefix(c, "join") {
+			seq = append(seq, strings.Fields(c)[0])
+		}
+	}
+	if strings.Join(seq, ",") != "reset,join" {
+		t.Errorf("kubeadm runs %v, want reset then join", seq)
+	}
+	if st := b.state(); st.ControlPlaneJoinedAt.IsZero() || !st.ControlPlaneJoinStartedAt.IsZero() {
+		t.Errorf("state after the redone join: %+v", st)
+	}
+}
+
+// The uploader stops: the standby control plane takes the uploader lock,
+// adopts the published join info (same endpoint, CA and a live token) and
+// keeps both kinds fresh.
+func TestStandbyTakesOverPublishing(t *testing.T) {
+	a := startHA(t)
+	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
+	start(t, b.cp.Run)
+	drive(t, "the second node to stand by", func() bool { return b.state().Phase == state.PhaseStandby }, a, b)
+	gen := a.h.published(t).Generation
+	// The first node's agent stops (it releases the lock on its way out).
+	_ = a.stop()
+	drive(t, "the second node to publish", func() bool {
+		st := b.state()
+		return st.Phase == state.PhasePublished && st.UploaderLockHolder == b.h.instanceID
+	}, b)
+	if got := b.h.published(t).Generation; got < gen {
+		t.Errorf("join info generation went back from %d to %d", gen, got)
+	}
+	b.request(t, 0)
+	drive(t, "the new uploader to answer a request", func() bool { return !b.requestPending() }, b)
+	if info := b.cpInfo(t); info.APIServerEndpoint != haEndpoint || info.Generation < 2 {
+		t.Errorf("control-plane join info endpoint %s generation %d (want %s, after the first node's 1)",
+			info.APIServerEndpoint, info.Generation, haEndpoint)
+	}
+}
