@@ -14,6 +14,7 @@ import (
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/lease"
 	"github.com/kubestrap/kubestrap/internal/leave"
+	"github.com/kubestrap/kubestrap/internal/metrics"
 	"github.com/kubestrap/kubestrap/internal/nodecleanup"
 	"github.com/kubestrap/kubestrap/internal/progress"
 	"github.com/kubestrap/kubestrap/internal/supervisor"
@@ -24,7 +25,7 @@ import (
 // gone (internal/nodecleanup), with admin.conf, and records an Event on this
 // control plane's Node for each.
 func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin string, node kubeadm.Node,
-	ec2Client *ec2.Client, s3Client *s3.Client, initialized func() bool, ev *nodeEvents, clk clock.Clock, log *zap.Logger) {
+	ec2Client *ec2.Client, s3Client *s3.Client, initialized func() bool, ev *nodeEvents, m *metrics.Metrics, clk clock.Clock, log *zap.Logger) {
 	parts.Add("nodecleanup", partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
 		for !initialized() {
 			if err := wait(ctx, clk, hb, 2*cfg.ControlPlane.NodeCleanup.Interval.Duration); err != nil {
@@ -52,6 +53,7 @@ func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin
 			SelfInstance: lease.InstanceIDFromProviderID(node.ProviderID), SelfNode: node.Name,
 			Clock: clk, Log: log, Interval: cfg.ControlPlane.NodeCleanup.Interval.Duration,
 			GoneAfter: cfg.ControlPlane.NodeCleanup.GoneAfter.Duration, Progress: hb,
+			OnRound: func(r nodecleanup.Round, err error) { m.NodeCleanupPass(len(r.Deleted), err) },
 			OnDeleted: func(d nodecleanup.Deletion) {
 				ev.add(events.Normal, "NodeDeleted", fmt.Sprintf("kubestrap deleted Node %s: %s", d.Node, d.Reason))
 			},

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -30,5 +31,25 @@ func TestLeftCountsNoticesPodsAndDuration(t *testing.T) {
 	}
 	if strings.Contains(out, "i-0123456789abcdef0") {
 		t.Errorf("an unknown kind became a label value")
+	}
+}
+
+func TestNodeCleanupPassesAndDeletions(t *testing.T) {
+	m := New("v", "control-plane")
+	m.NodeCleanupPass(2, nil)
+	m.NodeCleanupPass(1, errors.New("describe instances: AccessDenied"))
+	m.NodeCleanupPass(0, nil)
+	out := string(m.Expose())
+	for _, want := range []string{
+		`kubestrap_node_cleanup_passes_total{result="ok"} 2`,
+		`kubestrap_node_cleanup_passes_total{result="error"} 1`,
+		`kubestrap_node_cleanup_deleted_nodes_total 3`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "AccessDenied") {
+		t.Error("an error message became a label value")
 	}
 }

@@ -38,7 +38,12 @@ const (
 	LeaveNoticesTotal    = "kubestrap_leave_notices_total"
 	LeaveEvictionsTotal  = "kubestrap_leave_pods_total"
 	LeaveDuration        = "kubestrap_leave_duration_seconds"
+	NodeCleanupPasses    = "kubestrap_node_cleanup_passes_total"
+	NodeCleanupDeleted   = "kubestrap_node_cleanup_deleted_nodes_total"
 )
+
+// Node cleanup pass results (NodeCleanupPasses's result label).
+var NodeCleanupResults = []string{"ok", "error"}
 
 // Leave notice kinds (LeaveNoticesTotal's kind label), then the catch-all.
 var LeaveKinds = []string{"spot", "asg_termination", "rebalance", "other"}
@@ -137,6 +142,10 @@ func Descs() []Desc {
 			Labels: []Label{{Name: "result", Values: LeavePodResults,
 				Doc: "`evicted`: through the Eviction API before the deadline; `left`: still there at the deadline (a PodDisruptionBudget, an error); " +
 					"`skipped`: DaemonSet, mirror, finished or terminating pods"}}},
+		{Name: NodeCleanupPasses, Type: Counter, Help: "Passes of the node cleanup, which deletes the Nodes of instances EC2 reports gone (control plane).",
+			Labels: []Label{{Name: "result", Values: NodeCleanupResults,
+				Doc: "`ok`; `error`: the Nodes, EC2 or a delete failed (the journal says why, once per distinct error); nothing unconfirmed is deleted"}}},
+		{Name: NodeCleanupDeleted, Type: Counter, Help: "Nodes deleted by the node cleanup because EC2 reports their instances gone (control plane)."},
 		{Name: LeaveDuration, Type: Histogram, Help: "Duration of each leave, from the notice's handling to its end (worker).",
 			Buckets: []float64{1, 5, 10, 30, 60, 90, 120, 300, 600}},
 	}
@@ -237,6 +246,17 @@ func (m *Metrics) Left(kind string, evicted, left, skipped int, d time.Duration)
 		m.byName[LeaveEvictionsTotal].lookup(result).add(float64(n))
 	}
 	m.byName[LeaveDuration].series[0].observe(m.byName[LeaveDuration].Buckets, d.Seconds())
+}
+
+// NodeCleanupPass records one node cleanup pass: whether it failed and how
+// many Nodes it deleted.
+func (m *Metrics) NodeCleanupPass(deleted int, err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.byName[NodeCleanupPasses].lookup(result).add(1)
+	m.byName[NodeCleanupDeleted].series[0].add(float64(deleted))
 }
 
 // s3Request counts one S3 HTTP request.
