@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The "aws" host of the test network ($AWS_NS, $AWS_IP): moto_server (S3, ECR,
-# STS, IAM) on :$MOTO_PORT and a real OCI registry (Debian's distribution
+# STS, IAM, EC2, Auto Scaling) on :$MOTO_PORT, the Auto Scaling proxy
+# (test/e2e/asgproxy) on :$ASG_PORT, and a real OCI registry (Debian's distribution
 # registry) with TLS and htpasswd auth on :443, answering as the account's ECR
 # registry $ECR_HOST with the user and password that moto's ECR
 # GetAuthorizationToken hands out (AWS / <account>-auth-token).
-#   aws.sh up            start both, create the bucket, the node roles and the ECR
-#                        repository, push the demo image, enforce IAM
+#   aws.sh up            start them, create the bucket, the node roles, the ECR
+#                        repository, one EC2 instance per node of $ALL_NODES
+#                        (IDs in $RUN/aws/iids/NODE), the worker Auto Scaling
+#                        group with its termination lifecycle hook; push the
+#                        demo image, enforce IAM
 #   aws.sh cli ARGS...         the aws CLI against moto as the account's administrator
 #   aws.sh as-node NODE ARGS... the aws CLI with the instance-role credentials that
 #                              NODE's metadata service hands out
@@ -23,6 +27,15 @@ awscli() {
   in_ns "$AWS_NS" env AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" \
     AWS_DEFAULT_REGION=$REGION AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
     aws --endpoint-url "$MOTO_URL" "$@"
+}
+
+# awspy ARGS...: python3 ARGS in the aws host, with the administrator's
+# environment (boto3 against moto: MOTO_URL, AWS_DEFAULT_REGION, the key).
+awspy() {
+  local key=kse2e-setup secret=kse2e-setup
+  [ -f "$A/admin-key" ] && read -r key secret < "$A/admin-key"
+  in_ns "$AWS_NS" env AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" MOTO_URL="$MOTO_URL" \
+    AWS_DEFAULT_REGION=$REGION AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null python3 "$@"
 }
 
 # role_policy ROLE: the role's policy as Terraform renders it (or, if the template
@@ -57,6 +70,12 @@ case ${1:-} in
 up)
   "$(dirname "$0")/net.sh" attach "$AWS_NS" "$AWS_IP"
   spawn moto moto_server -H "$AWS_IP" -p "$MOTO_PORT"
+  # Auto Scaling's lifecycle calls, which moto lacks, answered and recorded
+  # (one JSON line each, made with a worker's own instance-role credentials
+  # only); every other request forwarded to moto.
+  [ -x "$BIN/asgproxy" ] || die "no $BIN/asgproxy (make e2e-build builds it)"
+  spawn asgproxy "$BIN/asgproxy" -listen "$AWS_IP:$ASG_PORT" -upstream "$MOTO_URL" -creds "$A/creds" \
+    -record "$A/lifecycle-actions.jsonl" -worker-role kse2e-worker -hooks "$WORKER_ASG/$WORKER_HOOK"
 
   # TLS: a CA of our own, trusted by each node's containerd (certs.d/<host>/ca.crt).
   mkdir -p "$A/pki" "$A/registry"
@@ -84,8 +103,47 @@ YML
   spawn registry docker-registry serve "$A/registry.yml"
 
   wait_for 60 "moto_server" in_ns "$AWS_NS" curl -sf "$MOTO_URL/moto-api/"
+  wait_for 30 "the Auto Scaling proxy (forwarding to moto)" in_ns "$AWS_NS" curl -sf "$ASG_URL/moto-api/"
   wait_for 30 "registry" in_ns "$AWS_NS" curl -s --cacert "$A/pki/ca.crt" -o /dev/null "https://$AWS_IP/v2/"
 
+  # The nodes' EC2 instances: one real moto instance per node a run may boot
+  # (one run-instances call; each tagged Name=<node>), so that each agent's
+  # instance ID (IMDS, STS session, the Node's providerID aws:///<zone>/<id>)
+  # names an instance EC2 describes, and node.sh terminate can end it; the IDs
+  # go to $A/iids/<node>. Then the worker Auto Scaling group, the workers'
+  # instances attached, and its termination lifecycle hook, as Terraform makes
+  # them (tf/nodes.tf). One Python process (boto3, as the aws CLI uses; a
+  # dozen CLI runs would take 15 s of this machine's two cores), in the
+  # background while the bucket, the roles and the registry are set up.
+  mkdir -p "$A/iids"
+  read -ra all <<< "$ALL_NODES"
+  awspy - "$A/iids" "$WORKER_ASG" "$WORKER_HOOK" "$WORKER_HOOK_TIMEOUT" "$PFX" "${all[@]}" <<'PY' &
+import os, sys
+import boto3
+iids, group, hook, timeout, pfx, nodes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6:]
+region, url = os.environ["AWS_DEFAULT_REGION"], os.environ["MOTO_URL"]
+ec2 = boto3.client("ec2", endpoint_url=url, region_name=region)
+asg = boto3.client("autoscaling", endpoint_url=url, region_name=region)
+ami, itype, zone = "ami-0e2e0000000000000", "m5.large", region + "a"
+out = ec2.run_instances(ImageId=ami, InstanceType=itype, MinCount=len(nodes), MaxCount=len(nodes),
+    Placement={"AvailabilityZone": zone},
+    TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "kubestrap-e2e", "Value": pfx}]}])
+ids = [i["InstanceId"] for i in out["Instances"]]
+assert len(ids) == len(nodes), f"{len(ids)} instances for {len(nodes)} nodes"
+for n, i in zip(nodes, ids):
+    ec2.create_tags(Resources=[i], Tags=[{"Key": "Name", "Value": n}])
+    with open(f"{iids}/{n}.tmp", "w") as f:
+        f.write(i + "\n")
+    os.rename(f"{iids}/{n}.tmp", f"{iids}/{n}")
+workers = [i for n, i in zip(nodes, ids) if n != "cp"]
+asg.create_launch_configuration(LaunchConfigurationName=group, ImageId=ami, InstanceType=itype)
+asg.create_auto_scaling_group(AutoScalingGroupName=group, LaunchConfigurationName=group, MinSize=0,
+    MaxSize=len(workers), DesiredCapacity=0, AvailabilityZones=[zone])
+asg.attach_instances(AutoScalingGroupName=group, InstanceIds=workers)
+asg.put_lifecycle_hook(AutoScalingGroupName=group, LifecycleHookName=hook, HeartbeatTimeout=timeout,
+    LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING", DefaultResult="CONTINUE")
+PY
+  ec2_job=$!
   awscli s3api create-bucket --bucket "$BUCKET" --create-bucket-configuration LocationConstraint=$REGION >/dev/null
   awscli s3api put-bucket-versioning --bucket "$BUCKET" --versioning-configuration Status=Enabled
   for r in control-plane worker; do
@@ -108,22 +166,24 @@ YML
   printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$AWS_IP" "$auth" > "$A/docker/config.json"
   in_ns "$AWS_NS" env DOCKER_CONFIG="$A/docker" SSL_CERT_FILE="$A/pki/ca.crt" \
     crane push "$IMG/demo-app.tar" "$AWS_IP/$DEMO_REPO:v1" >/dev/null
+  wait "$ec2_job" || die "cannot create the nodes' EC2 instances and the worker Auto Scaling group in moto"
   # The instance profiles' credentials, one STS session per instance (named by its
   # instance id), issued before IAM is enforced: moto cannot evaluate the EC2
   # service principal of the roles' trust policy, so nothing could assume them later.
   mkdir -p "$A/creds"; jobs=()
-  for n in $ALL_NODES; do
+  for n in "${all[@]}"; do
     r=worker; [ "$n" = cp ] && r=control-plane
     awscli sts assume-role --role-arn "arn:aws:iam::$ACCOUNT:role/kse2e-$r" --role-session-name "$(node_iid "$n")" \
       --duration-seconds 43200 --output json > "$A/creds/$n.json" &
     jobs+=($!)
   done
-  wait "${jobs[@]}"   # only these: moto and the registry run in the background too
-  for n in $ALL_NODES; do grep -q SessionToken "$A/creds/$n.json" || die "no instance-role credentials for $n"; done
+  wait "${jobs[@]}"   # only these: moto, the proxy and the registry run in the background too
+  for n in "${all[@]}"; do grep -q SessionToken "$A/creds/$n.json" || die "no instance-role credentials for $n"; done
   # From now on moto enforces IAM: every call needs credentials it issued and a policy allowing it.
   in_ns "$AWS_NS" curl -sf -X POST -H 'Content-Type: application/json' -d 0 "$MOTO_URL/moto-api/reset-auth" >/dev/null
   awscli s3api head-bucket --bucket "$BUCKET" >/dev/null || die "the administrator cannot use moto with IAM enforced"
-  log "aws host up: moto $MOTO_URL (IAM enforced), registry $ECR_HOST ($AWS_IP:443), image $DEMO_IMAGE pushed"
+  log "aws host up: moto $MOTO_URL (IAM enforced), Auto Scaling proxy $ASG_URL, ${#all[@]} EC2 instances," \
+    "group $WORKER_ASG with hook $WORKER_HOOK, registry $ECR_HOST ($AWS_IP:443), image $DEMO_IMAGE pushed"
   ;;
 as-node)
   n=$2; shift 2

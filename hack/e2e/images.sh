@@ -7,8 +7,9 @@
 # module, see docs/e2e.md) and the demo app. An image is rebuilt only when one of its
 # inputs changed (content hash in <image>.tar.inputs). Also builds kube-proxy,
 # the add-ons' binaries (cached in $BIN, rebuilt when their version changes),
-# and the systemd node image (hack/e2e/sdnode.sh image: a debootstrap'ed
-# Debian base and a layer with kubeadm, the kubelet, containerd and their units).
+# the systemd node image (hack/e2e/sdnode.sh image: a debootstrap'ed
+# Debian base and a layer with kubeadm, the kubelet, containerd and their units),
+# and the aws host's Auto Scaling proxy ($BIN/asgproxy, test/e2e/asgproxy).
 # usage: hack/e2e/images.sh
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$IMG" "$BIN" "$BUILD/src"
@@ -17,6 +18,10 @@ export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 # Static Go programs of this repository (cheap to rebuild: go caches them).
 go build -C "$E2E_ROOT" -tags e2e -o "$BUILD/src/pause" ./test/e2e/images/pause
 go build -C "$E2E_ROOT" -o "$BUILD/src/demo-app" ./examples/demo-app
+# The aws host's Auto Scaling proxy (aws.sh runs it): built next to the file
+# and renamed, so a cluster of another prefix that runs it meanwhile keeps its copy.
+go build -C "$E2E_ROOT" -o "$BIN/.asgproxy.$$" ./test/e2e/asgproxy
+mv -f "$BIN/.asgproxy.$$" "$BIN/asgproxy"
 
 # kube-proxy is not among the cached kube binaries (Makefile kube-bins); build
 # it from a copy of tools/kube, whose go.sum may need kube-proxy's extra modules.

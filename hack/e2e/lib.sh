@@ -48,6 +48,16 @@ AWS_NS=$PFX-aws
 AWS_IP=$SUBNET_PREFIX.2
 MOTO_PORT=5000
 MOTO_URL=http://$AWS_IP:$MOTO_PORT
+# The Auto Scaling endpoint the nodes use (test/e2e/asgproxy): it answers the
+# lifecycle calls moto lacks, records them in $RUN/aws/lifecycle-actions.jsonl,
+# and forwards everything else to moto.
+ASG_PORT=5001
+ASG_URL=http://$AWS_IP:$ASG_PORT
+# The worker Auto Scaling group and its termination lifecycle hook (in moto;
+# the workers' instances are attached to it).
+WORKER_ASG=$CLUSTER-workers
+WORKER_HOOK=$CLUSTER-workers-terminate
+WORKER_HOOK_TIMEOUT=60
 # The systemd nodes (hack/e2e/sdnode.sh): machine $PFX-NAME, its disks in
 # $RUN/sd/nodes/$PFX-NAME, the node image cached in $BUILD/sdnode-image.
 export SDNODE_DIR=${SDNODE_DIR:-$RUN/sd} SDNODE_IMAGE=${SDNODE_IMAGE:-$BUILD/sdnode-image}
@@ -74,7 +84,15 @@ node_index() {
   esac
 }
 node_ip() { echo "$SUBNET_PREFIX.$(node_index "$1")"; }
-node_iid() { printf 'i-0e2e%012d' "$(node_index "$1")"; }
+# node_iid NAME: the node's EC2 instance, a real instance in moto (aws.sh up
+# runs one per node of $ALL_NODES and records its ID in $RUN/aws/iids/NAME).
+node_iid() {
+  node_index "$1" >/dev/null
+  local f=$RUN/aws/iids/$1 iid
+  iid=$(cat "$f" 2>/dev/null) || die "no EC2 instance recorded for node $1 ($f): aws.sh up runs one per node of ALL_NODES"
+  [[ $iid =~ ^i-[0-9a-f]{8,17}$ ]] || die "$f: $iid is not an instance ID"
+  echo "$iid"
+}
 # The nodes a run may boot (their instance-role credentials are issued up front).
 ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11"
 node_ns() { echo "$PFX-$1"; }

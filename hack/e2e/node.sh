@@ -14,6 +14,7 @@
 #   node.sh systemctl NAME ARGS...
 #   node.sh shell NAME         an interactive shell in the node
 #   node.sh notice NAME KIND   its metadata service serves a spot|rebalance|asg notice from now on
+#   node.sh terminate NAME     its EC2 instance terminated (in moto) and the node powered off for good
 source "$(dirname "$0")/lib.sh"
 H=$(cd "$(dirname "$0")" && pwd)
 
@@ -55,14 +56,23 @@ worker:
 ecr:
   enabled: true
 YAML
+  # Workers are instances of the worker Auto Scaling group (aws.sh): on a
+  # termination notice the agent completes the group's lifecycle hook.
+  [ "$2" != worker ] || cat <<YAML
+leave:
+  lifecycleHookName: $WORKER_HOOK
+  autoScalingGroupName: $WORKER_ASG
+  lifecycleHeartbeatTimeout: ${WORKER_HOOK_TIMEOUT}s
+YAML
 }
 
 render_user_data() {
   local nd=$1 tf=$1/tf
   mkdir -p "$tf"
   agent_config "$2" "$3" > "$tf/config.yaml"
-  # Endpoints of the emulators; on real EC2 this is empty.
-  printf 'AWS_ENDPOINT_URL=%s\n' "$MOTO_URL" > "$tf/environment"
+  # Endpoints of the emulators; on real EC2 this is empty. Auto Scaling goes
+  # to the proxy that answers the lifecycle calls moto lacks (aws.sh).
+  printf 'AWS_ENDPOINT_URL=%s\nAWS_ENDPOINT_URL_AUTO_SCALING=%s\n' "$MOTO_URL" "$ASG_URL" > "$tf/environment"
   (cd "$tf" && echo "base64encode(templatefile(\"$E2E_ROOT/tf/templates/user-data.sh.tftpl\", {config_yaml = trimspace(file(\"config.yaml\")), environment = trimspace(file(\"environment\"))}))" |
     TF_CLI_CONFIG_FILE=/dev/null terraform console 2>/dev/null | tr -d '"' | base64 -d > "$nd/user-data.sh")
   grep -q 'systemctl enable --now --no-block kubestrap' "$nd/user-data.sh" || die "user-data rendering failed"
@@ -146,8 +156,31 @@ boot() {
 reboot() {
   local n=$1 nd; nd=$(node_dir "$n")
   [ -e "$nd/role" ] || die "no node $n"
+  [ ! -e "$nd/terminated" ] || die "node $n was terminated: its instance does not come back"
   "$H/sdnode.sh" stop "$(node_ns "$n")" 60
   "$H/sdnode.sh" boot "$(node_ns "$n")" --netns "$(node_ns "$n")" --hostname "$n" --ip "$(node_ip "$n")"
+}
+
+# terminate NAME: as EC2 terminates an instance: the instance is terminated
+# (moto: shutting-down, then terminated; an instance of the worker group is
+# replaced by moto's Auto Scaling, without a node), its OS powered off through
+# its systemd as in a reboot, and its metadata service gone. It never boots
+# again; down.sh removes what is left.
+terminate() {
+  local n=$1 nd iid state; nd=$(node_dir "$n")
+  [ -e "$nd/role" ] || die "no node $n"
+  [ ! -e "$nd/terminated" ] || die "node $n was terminated already"
+  iid=$(node_iid "$n")
+  state=$("$H/aws.sh" cli ec2 terminate-instances --instance-ids "$iid" \
+    --query 'TerminatingInstances[0].CurrentState.Name' --output text) || die "cannot terminate $iid ($n) in moto"
+  date -u +%FT%T.%NZ > "$nd/terminated"
+  "$H/sdnode.sh" stop "$(node_ns "$n")" 60
+  local pid; pid=$(cat "$nd/aemm.pid" 2>/dev/null || true)
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  log "$n: instance $iid terminated (EC2 state $state), node powered off"
 }
 
 # start_aemm NAME SPOT REBALANCE ASG: the node's ec2-metadata-mock, serving
@@ -168,6 +201,7 @@ start_aemm() {
 notice() {
   local n=$1 nd pid; nd=$(node_dir "$n")
   [ -f "$nd/aemm.pid" ] || die "no metadata service for $n"
+  [ ! -e "$nd/terminated" ] || die "node $n was terminated: no metadata service"
   pid=$(cat "$nd/aemm.pid")
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -231,5 +265,6 @@ exec) n=$2; shift 2; in_node "$n" "$@" ;;
 systemctl) n=$2; shift 2; in_node "$n" systemctl "$@" ;;
 shell) in_node "$2" /bin/bash -l ;;
 notice) notice "$2" "$3" ;;
-*) echo "usage: node.sh boot NAME ROLE | reboot NAME | exec NAME CMD... | systemctl NAME ARGS... | shell NAME | notice NAME spot|rebalance|asg" >&2; exit 2 ;;
+terminate) terminate "$2" ;;
+*) echo "usage: node.sh boot NAME ROLE | reboot NAME | exec NAME CMD... | systemctl NAME ARGS... | shell NAME | notice NAME spot|rebalance|asg | terminate NAME" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -228,20 +229,26 @@ func TestHPAScalesDemoAppUpAndDown(t *testing.T) {
 
 // Every Node carries its instance's providerID (aws:///<zone>/<instance
 // ID>, from the node's IMDS), which cluster-autoscaler and people use to map
-// Nodes to instances.
+// Nodes to instances; the instance is a real one, running in EC2 (moto).
 func TestNodesCarryTheirProviderID(t *testing.T) {
+	want := map[string]string{}
+	var ids []string
 	for name := range nodes(t) {
-		idx := 10 // cp
-		if strings.HasPrefix(name, "w") {
-			n, err := strconv.Atoi(name[1:])
-			if err != nil {
-				t.Fatalf("node %s: not a node of the harness", name)
-			}
-			idx = 10 + n
+		id := instanceID(t, name)
+		want[name] = "aws:///eu-west-1a/" + id
+		ids = append(ids, id)
+	}
+	for name, w := range want {
+		if got := jsonpath(t, "{.spec.providerID}", "node", name); got != w {
+			t.Errorf("node %s: providerID %q, want %q", name, got, w)
 		}
-		want := fmt.Sprintf("aws:///eu-west-1a/i-0e2e%012d", idx)
-		if got := jsonpath(t, "{.spec.providerID}", "node", name); got != want {
-			t.Errorf("node %s: providerID %q, want %q", name, got, want)
+	}
+	states := instanceStates(t, ids...)
+	for name := range want {
+		id := instanceID(t, name)
+		_, gone := os.Stat(filepath.Join(runDir, "nodes", name, "terminated"))
+		if s := states[id]; s != "running" && !(gone == nil && (s == "shutting-down" || s == "terminated")) {
+			t.Errorf("node %s: its instance %s is %q in EC2, want running", name, id, s)
 		}
 	}
 }

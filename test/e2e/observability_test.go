@@ -89,7 +89,7 @@ func TestObservabilityOfAJoinedWorker(t *testing.T) {
 		t.Errorf("%s: kubestrap_build_info{role=\"worker\"} = %v, want 1", w, v)
 	}
 	for k := range first {
-		if strings.Contains(k, "i-0e2e") || strings.Contains(k, `"`+w+`"`) {
+		if strings.Contains(k, instanceID(t, w)) || strings.Contains(k, `"`+w+`"`) {
 			t.Errorf("%s: a label carries an instance or node name: %s", w, k)
 		}
 	}

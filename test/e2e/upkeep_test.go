@@ -162,10 +162,10 @@ spec:
   selector: {matchLabels: {app: leave-demo}}
 `
 
-// podsOn returns the leave-demo pods by node (Running and not terminating).
-func podsOn(t *testing.T) map[string]string {
+// podsOn returns the pods of app (leave-demo, asg-demo) by node (Running and not terminating).
+func podsOn(t *testing.T, app string) map[string]string {
 	t.Helper()
-	out := kubectl(t, "get", "pods", "-l", "app=leave-demo", "-o",
+	out := kubectl(t, "get", "pods", "-l", "app="+app, "-o",
 		`jsonpath={range .items[*]}{.spec.nodeName} {.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{"\n"}{end}`)
 	on := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -182,10 +182,15 @@ func podsOn(t *testing.T) map[string]string {
 // node's own kubelet credentials, honouring the PodDisruptionBudget (never
 // fewer than two available replicas seen), and the replica is running
 // elsewhere before the notice's deadline. Then a rebalance recommendation
-// on another worker only cordons it.
+// on another worker only cordons it. At last EC2 reclaims the interrupted
+// instance: once it is terminated the control plane deletes its Node, and
+// the Nodes of running instances (the rebalanced one among them) stay.
 func TestSpotNoticeDrainsTheNodeWithinItsBudget(t *testing.T) {
 	const leaving, spare, rebalanced = "w3", "w4", "w5"
 	waitForAPI(t)
+	for _, n := range []string{leaving, spare, rebalanced} {
+		ensureJoinedWorker(t, n) // booted by earlier scenarios; here when run alone
+	}
 	for _, n := range []string{"w1", "w2", leaving} {
 		kubectl(t, "label", "node", n, "kubestrap-e2e/leave=yes", "--overwrite")
 	}
@@ -202,7 +207,7 @@ func TestSpotNoticeDrainsTheNodeWithinItsBudget(t *testing.T) {
 		t.Fatalf("apply leave-demo: %v\n%s", err, out)
 	}
 	kubectl(t, "rollout", "status", "deployment/leave-demo", "--timeout=180s")
-	if on := podsOn(t); on[leaving] == "" || len(on) != 3 {
+	if on := podsOn(t, "leave-demo"); on[leaving] == "" || len(on) != 3 {
 		t.Fatalf("leave-demo pods on %v, want one on each of w1, w2, %s", on, leaving)
 	}
 	kubectl(t, "label", "node", spare, "kubestrap-e2e/leave=yes", "--overwrite")
@@ -216,7 +221,7 @@ func TestSpotNoticeDrainsTheNodeWithinItsBudget(t *testing.T) {
 		if n, err := strconv.Atoi(strings.TrimSpace(avail)); err == nil {
 			minAvailable = min(minAvailable, n)
 		}
-		on := podsOn(t)
+		on := podsOn(t, "leave-demo")
 		return on[leaving] == "" && on[spare] != "" && len(on) == 3, fmt.Sprintf("pods on %v, available %s", on, avail)
 	})
 	if time.Now().After(deadline) {
@@ -260,6 +265,141 @@ func TestSpotNoticeDrainsTheNodeWithinItsBudget(t *testing.T) {
 	if after := kubectl(t, "get", "pods", "-A", "--field-selector", "spec.nodeName="+rebalanced, "-o", "name"); after != before {
 		t.Errorf("%s: pods changed after a rebalance recommendation (only a cordon is due):\nbefore:\n%s\nafter:\n%s", rebalanced, before, after)
 	}
+
+	// EC2 reclaims the interrupted instance: its Node goes, the others stay.
+	kept := nodesOfRunningInstances(t)
+	delete(kept, leaving)
+	if _, ok := kept[rebalanced]; !ok {
+		t.Errorf("%s: no Node of a running instance before the termination (%v)", rebalanced, kept)
+	}
+	terminateInstance(t, leaving)
+	nodeGoneAfterTermination(t, leaving)
+	assertNodesKept(t, kept)
+}
+
+// asgDemo is leave-demo under another name, for the Auto Scaling scenario.
+var asgDemo = strings.ReplaceAll(leaveDemo, "leave-demo", "asg-demo")
+
+// An Auto Scaling termination of a worker (its metadata service's target
+// lifecycle state goes to Terminated) that runs a replica of a Deployment
+// with a PodDisruptionBudget: the agent cordons and drains the node within
+// the lifecycle hook's heartbeat timeout (minus its margin), never below the
+// budget, and completes the group's lifecycle action with CONTINUE, with
+// the node's own instance-role credentials (the Auto Scaling proxy checks
+// the SigV4 signature and records who called). Then the group terminates
+// the instance: its Node is deleted by the control plane, while the Nodes of
+// running instances stay.
+func TestASGTerminationCompletesTheLifecycleHook(t *testing.T) {
+	const leaving, spare = "w6", "w7"
+	const app = "asg-demo"
+	waitForAPI(t)
+	for _, n := range []string{leaving, spare} {
+		ensureJoinedWorker(t, n) // booted by earlier scenarios; here when run alone
+	}
+	holders := []string{"w1", "w2", leaving}
+	for _, n := range holders {
+		kubectl(t, "label", "node", n, "kubestrap-e2e/leave=yes", "--overwrite")
+	}
+	t.Cleanup(func() {
+		for _, n := range append(holders, spare) {
+			_, _ = kubectlErr("label", "node", n, "kubestrap-e2e/leave-")
+		}
+		_, _ = kubectlErr("delete", "deployment,pdb", app, "--ignore-not-found")
+	})
+	apply := exec.Command(filepath.Join(root, "hack", "e2e", "kubectl.sh"), "apply", "-f", "-")
+	apply.Stdin = strings.NewReader(asgDemo)
+	if out, err := apply.CombinedOutput(); err != nil {
+		t.Fatalf("apply %s: %v\n%s", app, err, out)
+	}
+	kubectl(t, "rollout", "status", "deployment/"+app, "--timeout=180s")
+	if on := podsOn(t, app); on[leaving] == "" || len(on) != 3 {
+		t.Fatalf("%s pods on %v, want one on each of %v", app, on, holders)
+	}
+	kubectl(t, "label", "node", spare, "kubestrap-e2e/leave=yes", "--overwrite")
+	iid, key := instanceID(t, leaving), instanceKey(t, leaving)
+	kept := nodesOfRunningInstances(t)
+	if kept[leaving] != iid {
+		t.Fatalf("%s: its Node's instance %s is not running in EC2 (running: %v)", leaving, iid, kept)
+	}
+	delete(kept, leaving)
+	seen := len(lifecycleRecords(t))
+
+	noticeAt := time.Now()
+	mustScript(t, "node.sh", "notice", leaving, "asg")
+	// The agent sees the notice within a poll; its drain's deadline is the
+	// hook's heartbeat timeout minus the margin after that.
+	budget := workerHookHeartbeat - asgLeaveMargin + leavePoll
+	minAvailable := 3
+	eventually(t, budget+10*time.Second, "the pod moved off "+leaving+" (before the drain's deadline)", func() (bool, string) {
+		avail, _ := kubectlErr("get", "deployment", app, "-o", "jsonpath={.status.availableReplicas}")
+		if n, err := strconv.Atoi(strings.TrimSpace(avail)); err == nil {
+			minAvailable = min(minAvailable, n)
+		}
+		on := podsOn(t, app)
+		return on[leaving] == "" && on[spare] != "" && len(on) == 3, fmt.Sprintf("pods on %v, available %s", on, avail)
+	})
+	if d := time.Since(noticeAt); d > budget {
+		t.Errorf("the replica was rescheduled %s after the notice, after the drain's deadline (%s)", d.Round(time.Second), budget)
+	}
+	if minAvailable < 2 {
+		t.Errorf("the PodDisruptionBudget was violated: %d available replicas seen during the drain", minAvailable)
+	}
+
+	// The lifecycle action, completed by the node itself.
+	var done *lifecycleRecord
+	var mine []lifecycleRecord
+	eventually(t, budget+20*time.Second, "CompleteLifecycleAction for "+leaving+" ("+iid+") at the Auto Scaling proxy", func() (bool, string) {
+		mine = lifecycleRecords(t)[seen:]
+		for i, r := range mine {
+			if r.Action == "CompleteLifecycleAction" && r.InstanceID == iid && r.Status == 200 {
+				done = &mine[i]
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d calls since the notice: %+v", len(mine), mine)
+	})
+	if done.LifecycleActionResult != "CONTINUE" || done.AutoScalingGroupName != workerASG || done.LifecycleHookName != workerHook {
+		t.Errorf("CompleteLifecycleAction %s of group %q, hook %q; want CONTINUE of %s, %s",
+			done.LifecycleActionResult, done.AutoScalingGroupName, done.LifecycleHookName, workerASG, workerHook)
+	}
+	if done.Node != leaving || done.AccessKeyID != key || !strings.HasSuffix(done.CallerArn, ":assumed-role/"+cluster+"-worker/"+iid) {
+		t.Errorf("CompleteLifecycleAction made by node %q with key %s (%s); want %s's own instance-role key %s (session %s)",
+			done.Node, done.AccessKeyID, done.CallerArn, leaving, key, iid)
+	}
+	if !done.Time.After(noticeAt) {
+		t.Errorf("CompleteLifecycleAction at %s, before the notice (%s)", done.Time, noticeAt)
+	}
+	beats := 0
+	for _, r := range mine {
+		switch {
+		case r.Status != 200:
+			t.Errorf("refused lifecycle call: %+v", r)
+		case r.Action == "RecordLifecycleActionHeartbeat" && r.InstanceID == iid && r.Node == leaving &&
+			r.AutoScalingGroupName == workerASG && r.LifecycleHookName == workerHook:
+			beats++
+		case r.Action == "CompleteLifecycleAction" && r != *done:
+			t.Errorf("another CompleteLifecycleAction: %+v", r)
+		}
+	}
+	t.Logf("lifecycle calls: %d heartbeats, CompleteLifecycleAction %s %s after the notice",
+		beats, done.LifecycleActionResult, done.Time.Sub(noticeAt).Round(100*time.Millisecond))
+
+	if u := jsonpath(t, "{.spec.unschedulable}", "node", leaving); u != "true" {
+		t.Errorf("%s is not cordoned (spec.unschedulable %q)", leaving, u)
+	}
+	if st := agentState(t, leaving); st.Phase != state.PhaseLeaving {
+		t.Errorf("%s: phase %s, want %s", leaving, st.Phase, state.PhaseLeaving)
+	}
+	evs := kubectl(t, "get", "events", "--field-selector", "involvedObject.kind=Node,involvedObject.name="+leaving+",reason=ASGTermination",
+		"-o", "custom-columns=SOURCE:.source.component", "--no-headers")
+	if !strings.Contains(evs, "kubestrap") {
+		t.Errorf("%s: no ASGTermination Event from kubestrap", leaving)
+	}
+
+	// Auto Scaling goes on: the instance is terminated, its Node goes, the others stay.
+	terminateInstance(t, leaving)
+	nodeGoneAfterTermination(t, leaving)
+	assertNodesKept(t, kept)
 }
 
 // nodesNow lists the Nodes, or says why it cannot (the API server may be
