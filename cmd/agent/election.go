@@ -28,7 +28,7 @@ func newElection(cfg *config.AgentConfig, node kubeadm.Node, s3Client *s3.Client
 	lock := func(name string) *lease.Lock {
 		return &lease.Lock{Client: s3Client, Bucket: cfg.Bucket, Key: lease.LockKey(cfg.Cluster, name),
 			Holder: role.InstanceIDFromProviderID(node.ProviderID), KMSKeyID: cfg.ControlPlane.KMSKeyID,
-			HolderAlive: lease.EC2HolderAlive(ec2Client), ReclaimOwn: reclaimOwn,
+			HolderAlive: lease.EC2HolderAlive(ec2Client), ReclaimOwn: reclaimOwn, LeaseDuration: cfg.ControlPlane.LockLease.Duration,
 			OnRenewFailure: func(err error) { log.Warn("cannot renew the "+name+" lock", zap.Error(err)) }}
 	}
 	store := func(key string) *join.Store {

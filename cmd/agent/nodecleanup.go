@@ -49,6 +49,7 @@ func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin
 			}
 		}
 		c := &nodecleanup.Cleaner{Nodes: nodes, Instances: &nodecleanup.EC2Instances{Client: ec2Client},
+			Etcd:         nodecleanup.KubeadmEtcd{ConfigDir: cfg.Kubeadm.ConfigDir},
 			Records:      &leave.RecordStore{Client: s3Client, Bucket: cfg.Bucket, Cluster: cfg.Cluster},
 			SelfInstance: lease.InstanceIDFromProviderID(node.ProviderID), SelfNode: node.Name,
 			Clock: clk, Log: log, Interval: cfg.ControlPlane.NodeCleanup.Interval.Duration,

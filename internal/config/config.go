@@ -148,6 +148,11 @@ type ControlPlaneConfig struct {
 	// NodeCleanup drives the deletion of the Nodes of instances EC2 reports
 	// terminated.
 	NodeCleanup NodeCleanupConfig `json:"nodeCleanup"`
+	// LockLease is the lease of the control planes' S3 locks (init, join,
+	// uploader): how long a holder that stopped renewing (crashed, cut off)
+	// keeps a lock before another control plane may take it over, once EC2
+	// says the holder is not running (default 5m).
+	LockLease Duration `json:"lockLease"`
 }
 
 // NodeCleanupConfig drives the control plane's node cleanup: every Interval
@@ -255,7 +260,8 @@ func Defaults() AgentConfig {
 			DiscoveryTimeout:  Duration{Duration: 2 * time.Minute},
 		},
 		ControlPlane: ControlPlaneConfig{TokenTTL: Duration{Duration: 2 * time.Hour},
-			Addons: []string{FlannelManifest, MetricsServerAddon},
+			Addons:    []string{FlannelManifest, MetricsServerAddon},
+			LockLease: Duration{Duration: 5 * time.Minute},
 			NodeCleanup: NodeCleanupConfig{Enabled: true, Interval: Duration{Duration: 20 * time.Second},
 				GoneAfter: Duration{Duration: 10 * time.Minute}},
 			Certificates: CertificatesConfig{RenewBefore: Duration{Duration: 30 * 24 * time.Hour},

@@ -87,6 +87,10 @@ func (c *AgentConfig) Validate() error {
 	}
 	checkDuration("controlPlane.certificates.renewBefore", c.ControlPlane.Certificates.RenewBefore, time.Hour)
 	checkDuration("controlPlane.certificates.checkInterval", c.ControlPlane.Certificates.CheckInterval, time.Minute)
+	checkDuration("controlPlane.lockLease", c.ControlPlane.LockLease, 15*time.Second)
+	if d := c.ControlPlane.LockLease.Duration; d > time.Hour || d%time.Second != 0 {
+		add("controlPlane.lockLease", "must be whole seconds, at most 1h, got %s", d)
+	}
 	checkDuration("controlPlane.nodeCleanup.interval", c.ControlPlane.NodeCleanup.Interval, time.Second)
 	checkDuration("controlPlane.nodeCleanup.goneAfter", c.ControlPlane.NodeCleanup.GoneAfter, time.Minute)
 	if rb := c.ControlPlane.Certificates.RenewBefore.Duration; rb > 180*24*time.Hour {

@@ -14,7 +14,11 @@
 //   - pending, running, stopping or stopped: never deleted.
 //
 // The delete carries the Node's UID as a precondition, so a new Node that
-// took the same name is never deleted in its place. A leave record is
+// took the same name is never deleted in its place. A control plane's Node
+// goes only after its etcd member was removed (Etcd; internal/etcdmember
+// refuses while the removal would endanger quorum, or while the member
+// answers): while that is refused the Node stays, which keeps the removal
+// due at the next pass. A leave record is
 // removed once its instance is gone and no Node names it, or after
 // RecordTTL if the instance kept running (the notice did not end in a
 // termination).
@@ -49,6 +53,11 @@ type Node struct {
 	Ready bool
 	// LastHeartbeat is the Ready condition's lastHeartbeatTime (zero: none).
 	LastHeartbeat time.Time
+	// ControlPlane: the Node has the node-role.kubernetes.io/control-plane
+	// label (it runs an etcd member). InternalIP is its InternalIP address
+	// (the host of its etcd peer URL).
+	ControlPlane bool
+	InternalIP   string
 }
 
 // Nodes is the Kubernetes API seam.
@@ -66,6 +75,14 @@ type Instances interface {
 	// terminated, stopping, stopped) of each of ids that EC2 knows; an ID
 	// EC2 does not know is absent from the map.
 	States(ctx context.Context, ids []string) (map[string]string, error)
+}
+
+// EtcdMembers is the etcd seam: it removes the etcd member of a control
+// plane whose instance is gone, but only while quorum stays safe
+// (internal/etcdmember). removed is true when the member is gone (removed
+// now or before); otherwise reason says why it stays.
+type EtcdMembers interface {
+	RemoveMember(ctx context.Context, n Node) (removed bool, reason string, err error)
 }
 
 // Records is the leave record seam (leave.RecordStore).
@@ -95,6 +112,10 @@ type Cleaner struct {
 	Instances Instances
 	// Records may be nil (no leave records read).
 	Records Records
+	// Etcd removes the etcd member of a control plane before its Node is
+	// deleted; the Node stays while that is refused or fails (so the removal
+	// is tried again next pass). nil: control-plane Nodes are never deleted.
+	Etcd EtcdMembers
 	// SelfInstance is this control plane's instance ID; SelfNode its Node
 	// (never deleted).
 	SelfInstance, SelfNode string
@@ -271,6 +292,18 @@ func (c *Cleaner) Once(ctx context.Context) (Round, error) {
 			remaining[n.InstanceID] = true
 			continue
 		}
+		if n.ControlPlane {
+			kept, err := c.removeEtcdMember(ctx, n)
+			if err != nil {
+				failed = append(failed, err)
+			}
+			if kept != "" {
+				r.Kept[n.Name] = kept
+				remaining[n.InstanceID] = true
+				continue
+			}
+			reason += "; its etcd member is gone"
+		}
 		if err := c.Nodes.Delete(ctx, n); err != nil {
 			// The others are still done; this one is tried again next pass.
 			remaining[n.InstanceID] = true
@@ -313,4 +346,28 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// removeEtcdMember removes the etcd member of control plane n first; kept
+// says why its Node stays ("" when the member is gone).
+func (c *Cleaner) removeEtcdMember(ctx context.Context, n Node) (kept string, err error) {
+	if c.Etcd == nil {
+		return "a control plane, and this cleanup cannot remove etcd members", nil
+	}
+	removed, why, err := c.Etcd.RemoveMember(ctx, n)
+	switch {
+	case err != nil:
+		return "its etcd member could not be removed (tried again next pass): " + err.Error(),
+			fmt.Errorf("remove the etcd member of %s: %w", n.Name, err)
+	case !removed:
+		if !c.warned["etcd:"+n.Name] {
+			c.warned["etcd:"+n.Name] = true
+			c.Log.Warn("keeping the Node of a terminated control plane: its etcd member is not removed yet",
+				zap.String("node", n.Name), zap.String("instance", n.InstanceID), zap.String("reason", why))
+		}
+		return "its etcd member stays for now: " + why, nil
+	}
+	c.Log.Info("removed the etcd member of a terminated control plane", zap.String("node", n.Name),
+		zap.String("instance", n.InstanceID), zap.String("etcd", why))
+	return "", nil
 }

@@ -360,3 +360,65 @@ func TestRunPassesEveryInterval(t *testing.T) {
 		t.Errorf("Run returned %v, want context.Canceled", err)
 	}
 }
+
+// fakeEtcd answers RemoveMember from a table and records the calls.
+type fakeEtcd struct {
+	removed bool
+	reason  string
+	err     error
+	calls   []string
+}
+
+func (f *fakeEtcd) RemoveMember(_ context.Context, n Node) (bool, string, error) {
+	f.calls = append(f.calls, n.Name+"@"+n.InternalIP)
+	return f.removed, f.reason, f.err
+}
+
+// The Node of a terminated control plane goes only after its etcd member:
+// removed (or already gone) first, then the Node; while the removal is
+// refused (quorum) or fails, the Node stays, with the reason, and the next
+// pass tries again. A worker's Node never touches etcd.
+func TestControlPlaneNodeGoesAfterItsEtcdMember(t *testing.T) {
+	cp2 := node("cp-2", idA, false, time.Minute)
+	cp2.ControlPlane, cp2.InternalIP = true, "10.0.1.12"
+	for _, tc := range []struct {
+		name    string
+		etcd    *fakeEtcd
+		deleted bool
+		kept    string
+		failed  bool
+	}{
+		{"removed", &fakeEtcd{removed: true, reason: "removed member cp-2"}, true, "", false},
+		{"refused", &fakeEtcd{reason: "2 voters, 1 healthy besides it: no quorum"}, false, "no quorum", false},
+		{"error", &fakeEtcd{err: errors.New("context deadline exceeded")}, false, "deadline", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := &fakeNodes{nodes: []Node{node(selfNode, selfID, true, 0), cp2, node("w1", idB, false, time.Minute)}}
+			ec2 := &fakeEC2{states: map[string]string{selfID: "running", idA: "terminated", idB: "terminated"}}
+			c := newCleaner(nodes, ec2, nil)
+			c.Etcd = tc.etcd
+			r, err := c.Once(context.Background())
+			if (err != nil) != tc.failed {
+				t.Errorf("err %v, want failed=%v", err, tc.failed)
+			}
+			if !slices.Equal(tc.etcd.calls, []string{"cp-2@10.0.1.12"}) {
+				t.Errorf("etcd asked about %v, want only cp-2 at its InternalIP", tc.etcd.calls)
+			}
+			if got := slices.Contains(nodes.deleted, "cp-2/uid-cp-2"); got != tc.deleted {
+				t.Errorf("cp-2 deleted %v, want %v", got, tc.deleted)
+			}
+			if !slices.Contains(nodes.deleted, "w1/uid-w1") {
+				t.Errorf("the worker's Node was not deleted: %v", nodes.deleted)
+			}
+			if tc.kept != "" && !strings.Contains(r.Kept["cp-2"], tc.kept) {
+				t.Errorf("cp-2 kept for %q, want the reason %q", r.Kept["cp-2"], tc.kept)
+			}
+		})
+	}
+	// Without an etcd seam, a control plane's Node is never deleted.
+	nodes := &fakeNodes{nodes: []Node{node(selfNode, selfID, true, 0), cp2}}
+	c := newCleaner(nodes, &fakeEC2{states: map[string]string{selfID: "running", idA: "terminated"}}, nil)
+	if _, err := c.Once(context.Background()); err != nil || len(nodes.deleted) != 0 {
+		t.Errorf("without etcd: deleted %v, err %v", nodes.deleted, err)
+	}
+}

@@ -76,6 +76,12 @@ func (k *KubeNodes) List(ctx context.Context) ([]Node, error) {
 
 func fromNode(n *corev1.Node) Node {
 	out := Node{Name: n.Name, UID: string(n.UID), InstanceID: lease.InstanceIDFromProviderID(n.Spec.ProviderID)}
+	_, out.ControlPlane = n.Labels["node-role.kubernetes.io/control-plane"]
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP && out.InternalIP == "" {
+			out.InternalIP = a.Address
+		}
+	}
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			out.Ready = c.Status == corev1.ConditionTrue
