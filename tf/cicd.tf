@@ -76,25 +76,31 @@ locals {
 
   # Template variables of the CI policies (templates/github-*.json.tftpl).
   github_policy_vars = {
-    cluster            = var.cluster_name
-    region             = var.region
-    partition          = local.partition
-    account_id         = local.account_id
-    dns_suffix         = local.dns_suffix
-    iam_arn            = local.iam_arn
-    state_bucket_arn   = "arn:${local.partition}:s3:::${coalesce(var.tf_state_bucket, "-")}"
-    state_object_arn   = "arn:${local.partition}:s3:::${coalesce(var.tf_state_bucket, "-")}/${var.tf_state_key}"
-    state_lock_arn     = "arn:${local.partition}:s3:::${coalesce(var.tf_state_bucket, "-")}/${var.tf_state_key}.tflock"
-    cluster_bucket_arn = "arn:${local.partition}:s3:::${local.bucket_name}"
-    ecr_repository_arn = "arn:${local.partition}:ecr:${var.region}:${local.account_id}:repository/${local.ecr_repository_name}"
-    kms_key_arns       = "arn:${local.partition}:kms:${var.region}:${local.account_id}:key/*"
-    kms_alias_arn      = "arn:${local.partition}:kms:${var.region}:${local.account_id}:alias/${var.cluster_name}-kubestrap"
-    node_role_arns     = "${local.iam_arn}:role/${var.cluster_name}-kubestrap-*"
-    node_profile_arns  = "${local.iam_arn}:instance-profile/${var.cluster_name}-kubestrap-*"
-    github_role_arns   = "${local.iam_arn}:role/${var.cluster_name}-github-*"
-    github_oidc_arn    = "${local.iam_arn}:oidc-provider/${local.github_host}"
-    worker_group_arn   = local.worker_group_arn
-    ssm_policy_arn     = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+    cluster                 = var.cluster_name
+    region                  = var.region
+    partition               = local.partition
+    account_id              = local.account_id
+    dns_suffix              = local.dns_suffix
+    iam_arn                 = local.iam_arn
+    state_bucket_arn        = "arn:${local.partition}:s3:::${coalesce(var.tf_state_bucket, "-")}"
+    state_object_arn        = "arn:${local.partition}:s3:::${coalesce(var.tf_state_bucket, "-")}/${var.tf_state_key}"
+    state_lock_arn          = "arn:${local.partition}:s3:::${coalesce(var.tf_state_bucket, "-")}/${var.tf_state_key}.tflock"
+    cluster_bucket_arn      = "arn:${local.partition}:s3:::${local.bucket_name}"
+    ecr_repository_arn      = "arn:${local.partition}:ecr:${var.region}:${local.account_id}:repository/${local.ecr_repository_name}"
+    kms_key_arns            = "arn:${local.partition}:kms:${var.region}:${local.account_id}:key/*"
+    kms_alias_arn           = "arn:${local.partition}:kms:${var.region}:${local.account_id}:alias/${var.cluster_name}-kubestrap"
+    node_role_arns          = "${local.iam_arn}:role/${var.cluster_name}-kubestrap-*"
+    node_profile_arns       = "${local.iam_arn}:instance-profile/${var.cluster_name}-kubestrap-*"
+    github_role_arns        = "${local.iam_arn}:role/${var.cluster_name}-github-*"
+    github_oidc_arn         = "${local.iam_arn}:oidc-provider/${local.github_host}"
+    worker_group_arn        = local.worker_group_arn
+    control_plane_group_arn = local.control_plane_group_arn
+    api_lb_arns = [
+      "arn:${local.partition}:elasticloadbalancing:${var.region}:${local.account_id}:loadbalancer/net/${var.cluster_name}-api/*",
+      "arn:${local.partition}:elasticloadbalancing:${var.region}:${local.account_id}:listener/net/${var.cluster_name}-api/*",
+      "arn:${local.partition}:elasticloadbalancing:${var.region}:${local.account_id}:targetgroup/${var.cluster_name}-api/*",
+    ]
+    ssm_policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
   }
 
   github_roles = !local.github_enabled ? {} : {

@@ -31,8 +31,8 @@ resource "aws_subnet" "public" {
   }
 }
 
-# 10.0.1.0/24, 10.0.2.0/24, ... with the default vpc_cidr; the control plane is
-# the .10 of the first node subnet.
+# 10.0.1.0/24, 10.0.2.0/24, ... with the default vpc_cidr: the nodes and the
+# control-plane load balancer (unless public_nodes).
 resource "aws_subnet" "private" {
   count = length(local.azs)
 
@@ -127,7 +127,8 @@ resource "aws_vpc_endpoint" "s3" {
 
 # --- Security groups ----------------------------------------------------------
 # nodes:         every node; node-to-node traffic (pod network, CoreDNS, metrics)
-# control_plane: the control plane; API server from the nodes and admins
+# control_plane: the control planes; API server from the VPC (the endpoint's load
+#                balancer), the nodes and admins; etcd and kubelet between them
 # workers:       the workers; kubelet from the control plane, NodePorts
 
 resource "aws_security_group" "nodes" {
@@ -172,6 +173,17 @@ resource "aws_vpc_security_group_ingress_rule" "api_from_nodes" {
   description                  = "Kubernetes API server from the nodes"
 }
 
+# The endpoint's load balancer forwards (and health-checks) from its own
+# addresses in the node subnets: client IP preservation is off (control-plane.tf).
+resource "aws_vpc_security_group_ingress_rule" "api_from_vpc" {
+  security_group_id = aws_security_group.control_plane.id
+  cidr_ipv4         = var.vpc_cidr
+  ip_protocol       = "tcp"
+  from_port         = 6443
+  to_port           = 6443
+  description       = "Kubernetes API server from the VPC (the API load balancer)"
+}
+
 resource "aws_vpc_security_group_ingress_rule" "api_from_admins" {
   for_each = toset(var.api_allowed_cidrs)
 
@@ -190,6 +202,15 @@ resource "aws_vpc_security_group_ingress_rule" "etcd_between_control_planes" {
   from_port                    = 2379
   to_port                      = 2380
   description                  = "etcd between control-plane nodes"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "kubelet_between_control_planes" {
+  security_group_id            = aws_security_group.control_plane.id
+  referenced_security_group_id = aws_security_group.control_plane.id
+  ip_protocol                  = "tcp"
+  from_port                    = 10250
+  to_port                      = 10250
+  description                  = "kubelet API between control-plane nodes (logs, exec, metrics)"
 }
 
 resource "aws_vpc_security_group_ingress_rule" "kubelet_from_control_plane" {

@@ -1,8 +1,10 @@
-# The nodes: one control-plane instance and a worker Auto Scaling group across
-# availability zones. User-data only writes /etc/kubestrap/config.yaml and starts
-# kubestrap (templates/user-data.sh.tftpl, via modules/node-config); kubestrap runs
-# kubeadm init on the control plane and kubeadm join on every worker, including
-# the ones the group (or cluster-autoscaler) adds later.
+# The nodes: the agent configuration of both roles, and the worker Auto Scaling
+# group across availability zones (the control planes are in control-plane.tf).
+# User-data only writes /etc/kubestrap/config.yaml and starts kubestrap
+# (templates/user-data.sh.tftpl, via modules/node-config); kubestrap elects one
+# control plane to run kubeadm init, joins the others as control planes, and
+# runs kubeadm join on every worker, including the ones the group (or
+# cluster-autoscaler) adds later.
 
 data "aws_ami" "node" {
   most_recent = true
@@ -48,6 +50,9 @@ check "worker_instance_types_without_spot" {
   }
 }
 
+# Every control plane gets the same endpoint, the API load balancer, and its
+# DNS name in the certificate: the agent refuses (Blocked) to join a cluster
+# that was initialized with another endpoint.
 module "control_plane_config" {
   source = "./modules/node-config"
 
@@ -57,7 +62,7 @@ module "control_plane_config" {
   region                 = var.region
   kubernetes_version     = var.kubernetes_version
   control_plane_endpoint = local.control_plane_endpoint
-  cert_sans              = distinct(concat([local.control_plane_ip], aws_eip.control_plane[*].public_ip, var.api_server_cert_sans))
+  cert_sans              = distinct(concat([local.api_dns_name], var.api_server_cert_sans))
   pod_subnet             = var.pod_subnet
   service_subnet         = var.service_subnet
   kms_key_id             = aws_kms_key.bootstrap.arn
@@ -86,71 +91,8 @@ module "worker_config" {
 }
 
 # --- Control plane ------------------------------------------------------------
-
-resource "aws_instance" "control_plane" {
-  ami                    = data.aws_ami.node.id
-  instance_type          = var.control_plane_instance_type
-  subnet_id              = local.node_subnet_ids[0]
-  private_ip             = local.control_plane_ip
-  vpc_security_group_ids = [aws_security_group.nodes.id, aws_security_group.control_plane.id]
-  iam_instance_profile   = aws_iam_instance_profile.control_plane.name
-  key_name               = var.ssh_key_name
-  user_data              = module.control_plane_config.user_data
-
-  # IMDSv2 only, and one hop: containers on the node cannot reach the
-  # instance's credentials.
-  metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
-    http_put_response_hop_limit = 1
-    instance_metadata_tags      = "disabled"
-  }
-
-  root_block_device {
-    volume_type           = "gp3"
-    volume_size           = var.root_volume_size
-    encrypted             = true
-    delete_on_termination = true
-  }
-
-  tags        = { Name = "${var.cluster_name}-control-plane", "kubestrap.dev/role" = "control-plane" }
-  volume_tags = { Name = "${var.cluster_name}-control-plane" }
-
-  # etcd lives on the root volume: a newer AMI or a changed user-data must not
-  # replace or restart the control plane behind the operator's back. Roll it on
-  # purpose with `terraform apply -replace=aws_instance.control_plane`.
-  lifecycle {
-    ignore_changes = [ami, user_data]
-  }
-
-  # Credentials, the bucket and a route out must be in place before kubestrap
-  # starts on first boot.
-  depends_on = [
-    aws_iam_role_policy.control_plane,
-    aws_s3_bucket_policy.bootstrap,
-    aws_s3_bucket_server_side_encryption_configuration.bootstrap,
-    aws_route.private_nat,
-    aws_route.public_internet,
-    aws_vpc_endpoint.s3,
-  ]
-}
-
-# With public_nodes, a fixed public address for the API server (it is in the
-# certificate); otherwise the API server is reached inside the VPC or a VPN.
-resource "aws_eip" "control_plane" {
-  count = var.public_nodes ? 1 : 0
-
-  domain = "vpc"
-
-  tags = { Name = "${var.cluster_name}-control-plane" }
-}
-
-resource "aws_eip_association" "control_plane" {
-  count = var.public_nodes ? 1 : 0
-
-  allocation_id = aws_eip.control_plane[0].id
-  instance_id   = aws_instance.control_plane.id
-}
+# The control planes (a launch template and an Auto Scaling group) and the
+# load balancer in front of them are in control-plane.tf.
 
 # --- Workers ------------------------------------------------------------------
 

@@ -38,24 +38,24 @@ output "ecr_repository_url" {
   value       = aws_ecr_repository.app.repository_url
 }
 
-output "control_plane_instance_id" {
-  description = "Control-plane instance (aws ssm start-session --target <id> with enable_ssm)."
-  value       = aws_instance.control_plane.id
-}
-
-output "control_plane_private_ip" {
-  description = "Fixed private address of the control plane."
-  value       = local.control_plane_ip
-}
-
-output "control_plane_public_ip" {
-  description = "Public address of the control plane (public_nodes only)."
-  value       = one(aws_eip.control_plane[*].public_ip)
-}
-
 output "api_server_endpoint" {
-  description = "API server endpoint the workers join."
+  description = "The cluster's control-plane endpoint (host:port): the internal API load balancer, kubeadm's controlPlaneEndpoint on every control plane, and what the workers join."
   value       = local.control_plane_endpoint
+}
+
+output "api_load_balancer_dns_name" {
+  description = "DNS name of the internal Network Load Balancer in front of the control planes (in the API server certificate)."
+  value       = local.api_dns_name
+}
+
+output "api_target_group_arn" {
+  description = "Target group of the control planes behind the API load balancer (aws elbv2 describe-target-health)."
+  value       = aws_lb_target_group.api.arn
+}
+
+output "control_plane_asg_name" {
+  description = "Auto Scaling group of the control planes (its instances: aws autoscaling describe-auto-scaling-groups)."
+  value       = aws_autoscaling_group.control_plane.name
 }
 
 output "worker_asg_name" {

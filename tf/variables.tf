@@ -73,6 +73,17 @@ variable "max_nodes" {
   default     = null
 }
 
+variable "control_plane_count" {
+  description = "Number of control-plane instances (1, 3 or 5), behind the internal load balancer that is the cluster's API endpoint. An odd number: etcd needs a majority. Raise it on a running cluster to add control planes; never lower it (the agent does not remove etcd members yet)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([1, 3, 5], var.control_plane_count)
+    error_message = "control_plane_count must be 1, 3 or 5: etcd needs a majority of its members, so an even count adds a machine without surviving one more loss."
+  }
+}
+
 variable "control_plane_instance_type" {
   description = "Instance type of the control plane (kubeadm needs at least 2 vCPUs and 2 GiB)."
   type        = string
@@ -168,7 +179,7 @@ variable "service_subnet" {
 }
 
 variable "api_server_cert_sans" {
-  description = "Extra names or addresses in the API server certificate (for example a DNS name pointing at the control plane)."
+  description = "Extra names or addresses in the API server certificate (for example your own DNS name for the API load balancer); the load balancer's DNS name is always in."
   type        = list(string)
   default     = []
 }
@@ -205,7 +216,7 @@ variable "az_count" {
 }
 
 variable "public_nodes" {
-  description = "Put the nodes in the public subnets with public IPs (no NAT gateway). For demos only; the default keeps nodes private behind NAT."
+  description = "Put the nodes in the public subnets with public IPs (no NAT gateway). For demos only; the default keeps nodes private behind NAT. The API load balancer stays internal either way."
   type        = bool
   default     = false
 }
@@ -217,7 +228,7 @@ variable "single_nat_gateway" {
 }
 
 variable "api_allowed_cidrs" {
-  description = "CIDRs allowed to reach the API server (6443) from outside the cluster, e.g. an admin network or VPN. Nodes always can."
+  description = "CIDRs allowed to reach the control-plane instances' API port (6443) directly, e.g. an admin network or VPN. Nodes always can. The internal API load balancer is reachable from wherever the VPC is routed (it forwards from its own VPC addresses, which the control planes admit)."
   type        = list(string)
   default     = []
 }

@@ -83,7 +83,7 @@ type tfPlan struct {
 	autoscalerRoleRefs []string
 	// workerTags are the tags of aws_autoscaling_group.workers.
 	workerTags map[string]string
-	// controlPlaneHopLimit is the IMDS hop limit of aws_instance.control_plane.
+	// controlPlaneHopLimit is the IMDS hop limit of aws_launch_template.control_plane.
 	controlPlaneHopLimit int
 }
 
@@ -146,7 +146,7 @@ func planTF(t *testing.T, m *motoServer, vars ...string) tfPlan {
 				v, _ := m["value"].(string)
 				p.workerTags[k] = v
 			}
-		case "aws_instance.control_plane":
+		case "aws_launch_template.control_plane":
 			md, _ := r.Values["metadata_options"].([]any)
 			if len(md) == 1 {
 				if n, ok := md[0].(map[string]any)["http_put_response_hop_limit"].(float64); ok {

@@ -797,6 +797,10 @@ func TestCICDRolesInMoto(t *testing.T) {
 		const acct, region = "123456789012", motoRegion
 		role := func(name string) string { return "arn:aws:iam::" + acct + ":role/" + name }
 		key := "arn:aws:kms:" + region + ":" + acct + ":key/0b9e5f1c-2d3a-4b5c-8d6e-7f8091a2b3c4"
+		elb := func(res string) string { return "arn:aws:elasticloadbalancing:" + region + ":" + acct + ":" + res }
+		group := func(name string) string {
+			return "arn:aws:autoscaling:" + region + ":" + acct + ":autoScalingGroup:6d3b1f0e-0000-4000-8000-000000000001:autoScalingGroupName/" + name
+		}
 		cases := []struct {
 			role, action, resource string
 			allowed                bool
@@ -834,6 +838,22 @@ func TestCICDRolesInMoto(t *testing.T) {
 			{"apply", "s3:GetObject", "arn:aws:s3:::" + clusterBkt + "/demo/join.json", false},
 			{"apply", "s3:PutBucketPolicy", "arn:aws:s3:::" + clusterBkt, true},
 			{"apply", "s3:PutBucketPolicy", "arn:aws:s3:::" + stateBucket, false},
+
+			// The control-plane endpoint and group (tf/control-plane.tf).
+			{"plan", "elasticloadbalancing:DescribeTargetHealth", "*", true},
+			{"plan", "elasticloadbalancing:CreateLoadBalancer", elb("loadbalancer/net/demo-api/0123456789abcdef"), false},
+			{"apply", "elasticloadbalancing:CreateLoadBalancer", elb("loadbalancer/net/demo-api/0123456789abcdef"), true},
+			{"apply", "elasticloadbalancing:CreateLoadBalancer", elb("loadbalancer/net/other-api/0123456789abcdef"), false},
+			{"apply", "elasticloadbalancing:CreateListener", elb("loadbalancer/net/demo-api/0123456789abcdef"), true},
+			{"apply", "elasticloadbalancing:ModifyListener", elb("listener/net/demo-api/0123456789abcdef/fedcba9876543210"), true},
+			{"apply", "elasticloadbalancing:ModifyTargetGroupAttributes", elb("targetgroup/demo-api/0123456789abcdef"), true},
+			{"apply", "elasticloadbalancing:ModifyTargetGroupAttributes", elb("targetgroup/other-api/0123456789abcdef"), false},
+			{"apply", "elasticloadbalancing:RegisterTargets", elb("targetgroup/demo-api/0123456789abcdef"), false},
+			{"apply", "autoscaling:UpdateAutoScalingGroup", group("demo-control-plane"), true},
+			{"apply", "autoscaling:SuspendProcesses", group("demo-control-plane"), true},
+			{"apply", "autoscaling:UpdateAutoScalingGroup", group("other-control-plane"), false},
+			{"apply", "autoscaling:StartInstanceRefresh", group("demo-control-plane"), false},
+			{"apply", "autoscaling:PutLifecycleHook", group("demo-control-plane"), false},
 		}
 		for _, c := range cases {
 			if got := allows(roles.policy[c.role], c.action, c.resource); got != c.allowed {

@@ -120,7 +120,7 @@ func TestHCLParses(t *testing.T) {
 		rel, _ := filepath.Rel(repoRoot(t), f.path)
 		t.Logf("%s: %d blocks", rel, len(f.body.Blocks))
 	}
-	for _, name := range []string{"main.tf", "variables.tf", "outputs.tf", "network.tf", "iam.tf", "s3.tf", "ecr.tf", "nodes.tf", "versions.tf"} {
+	for _, name := range []string{"main.tf", "variables.tf", "outputs.tf", "network.tf", "iam.tf", "s3.tf", "ecr.tf", "nodes.tf", "control-plane.tf", "versions.tf"} {
 		if _, err := os.Stat(repoPath(t, "tf", name)); err != nil {
 			t.Errorf("tf/%s: %v", name, err)
 		}
@@ -213,7 +213,7 @@ func TestTerraformSecurityRules(t *testing.T) {
 		}
 	}
 	if instances != 2 {
-		t.Errorf("want the control-plane instance and the worker launch template, found %d", instances)
+		t.Errorf("want the control-plane and the worker launch templates, found %d", instances)
 	}
 	// The two node roles', their two leave policies (worker_leave,
 	// control_plane_reconciler in tf/iam.tf), cluster-autoscaler's

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,8 +44,8 @@ func TestUserDataConfigValidates(t *testing.T) {
 			"bucket":                 "demo-kubestrap-123456789012-eu-west-1",
 			"region":                 "eu-west-1",
 			"kubernetes_version":     "v1.37.2",
-			"control_plane_endpoint": "10.0.1.10:6443",
-			"cert_sans":              []string{"10.0.1.10", "k8s.example.com"},
+			"control_plane_endpoint": "demo-api-0123456789abcdef.elb.eu-west-1.amazonaws.com:6443",
+			"cert_sans":              []string{"demo-api-0123456789abcdef.elb.eu-west-1.amazonaws.com", "k8s.example.com"},
 			"kms_key_id":             "arn:aws:kms:eu-west-1:123456789012:key/0b9e5f1c-2d3a-4b5c-8d6e-7f8091a2b3c4",
 			"token_ttl":              "2h",
 			"ecr_registry_ids":       []string{"123456789012"},
@@ -84,8 +85,11 @@ func TestUserDataConfigValidates(t *testing.T) {
 				t.Errorf("kubeadm section: %v", kubeadm)
 			}
 			if role == "control-plane" {
-				if kubeadm["controlPlaneEndpoint"] != "10.0.1.10:6443" {
-					t.Errorf("controlPlaneEndpoint = %v", kubeadm["controlPlaneEndpoint"])
+				if kubeadm["controlPlaneEndpoint"] != vars["control_plane_endpoint"] {
+					t.Errorf("controlPlaneEndpoint = %v, want %v", kubeadm["controlPlaneEndpoint"], vars["control_plane_endpoint"])
+				}
+				if sans := strs(kubeadm["certSANs"]); !slices.Equal(sans, vars["cert_sans"].([]string)) {
+					t.Errorf("certSANs = %q, want %q", sans, vars["cert_sans"])
 				}
 				cp, _ := cfg["controlPlane"].(map[string]any)
 				if cp["kmsKeyId"] != vars["kms_key_id"] {

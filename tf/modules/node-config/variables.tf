@@ -29,7 +29,7 @@ variable "kubernetes_version" {
 }
 
 variable "control_plane_endpoint" {
-  description = "host:port of the API server, written into kubeadm's ClusterConfiguration (control plane only)."
+  description = "host:port of the control-plane endpoint (the API load balancer), written into kubeadm's ClusterConfiguration; the same on every control plane (control plane only)."
   type        = string
   default     = ""
 }
