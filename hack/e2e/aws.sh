@@ -77,6 +77,15 @@ up)
   spawn asgproxy "$BIN/asgproxy" -listen "$AWS_IP:$ASG_PORT" -upstream "$MOTO_URL" -creds "$A/creds" \
     -record "$A/lifecycle-actions.jsonl" -worker-role kse2e-worker -hooks "$WORKER_ASG/$WORKER_HOOK"
 
+  # The HA run (E2E_CONTROL_PLANES > 1): a TCP load balancer in front of the
+  # control planes' API servers, as the internal NLB of tf/control-plane.tf:
+  # the control-plane endpoint $CP_ENDPOINT of every node.
+  if [ "$CONTROL_PLANES" -gt 1 ]; then
+    [ -x "$BIN/tcplb" ] || die "no $BIN/tcplb (make e2e-build builds it)"
+    backends=$(for n in $CP_NODES; do printf '%s:6443,' "$(node_ip "$n")"; done)
+    spawn tcplb "$BIN/tcplb" -listen "$CP_ENDPOINT" -backends "${backends%,}"
+  fi
+
   # TLS: a CA of our own, trusted by each node's containerd (certs.d/<host>/ca.crt).
   mkdir -p "$A/pki" "$A/registry"
   openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=kse2e test CA" \
@@ -135,7 +144,7 @@ for n, i in zip(nodes, ids):
     with open(f"{iids}/{n}.tmp", "w") as f:
         f.write(i + "\n")
     os.rename(f"{iids}/{n}.tmp", f"{iids}/{n}")
-workers = [i for n, i in zip(nodes, ids) if n != "cp"]
+workers = [i for n, i in zip(nodes, ids) if not n.startswith("cp")]
 asg.create_launch_configuration(LaunchConfigurationName=group, ImageId=ami, InstanceType=itype)
 asg.create_auto_scaling_group(AutoScalingGroupName=group, LaunchConfigurationName=group, MinSize=0,
     MaxSize=len(workers), DesiredCapacity=0, AvailabilityZones=[zone])
@@ -172,7 +181,7 @@ PY
   # service principal of the roles' trust policy, so nothing could assume them later.
   mkdir -p "$A/creds"; jobs=()
   for n in "${all[@]}"; do
-    r=worker; [ "$n" = cp ] && r=control-plane
+    r=worker; is_cp "$n" && r=control-plane
     awscli sts assume-role --role-arn "arn:aws:iam::$ACCOUNT:role/kse2e-$r" --role-session-name "$(node_iid "$n")" \
       --duration-seconds 43200 --output json > "$A/creds/$n.json" &
     jobs+=($!)

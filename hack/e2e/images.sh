@@ -22,6 +22,8 @@ go build -C "$E2E_ROOT" -o "$BUILD/src/demo-app" ./examples/demo-app
 # and renamed, so a cluster of another prefix that runs it meanwhile keeps its copy.
 go build -C "$E2E_ROOT" -o "$BIN/.asgproxy.$$" ./test/e2e/asgproxy
 mv -f "$BIN/.asgproxy.$$" "$BIN/asgproxy"
+go build -C "$E2E_ROOT" -o "$BIN/.tcplb.$$" ./test/e2e/tcplb
+mv -f "$BIN/.tcplb.$$" "$BIN/tcplb"
 
 # kube-proxy is not among the cached kube binaries (Makefile kube-bins); build
 # it from a copy of tools/kube, whose go.sum may need kube-proxy's extra modules.

@@ -75,10 +75,12 @@ stage() {
   echo "$name $((SECONDS - t0))" >> "${STAGE_TIMES:-/dev/null}"
 }
 
-# node_index NAME: cp -> 10, w1 -> 11, w2 -> 12 ...
+# node_index NAME: cp -> 10, w1 -> 11, w2 -> 12 ...; the other control planes
+# of the HA run: cp2 -> 7, cp3 -> 8, cp4 -> 9.
 node_index() {
   case $1 in
     cp) echo 10 ;;
+    cp[2-4]) echo $((5 + ${1#cp})) ;;
     w[0-9]*) echo $((10 + ${1#w})) ;;
     *) die "bad node name $1" ;;
   esac
@@ -94,7 +96,16 @@ node_iid() {
   echo "$iid"
 }
 # The nodes a run may boot (their instance-role credentials are issued up front).
-ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11"
+ALL_NODES="cp w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 cp2 cp3 cp4"
+is_cp() { [[ $1 == cp || $1 == cp[2-4] ]]; }
+# The HA run (make e2e-ha): E2E_CONTROL_PLANES control planes (cp, cp2, cp3)
+# boot at once behind a TCP load balancer on the aws host (test/e2e/tcplb),
+# whose address is every control plane's kubeadm.controlPlaneEndpoint; cp4 is
+# the replacement a scenario boots. The load balancer's backends are all four.
+CONTROL_PLANES=${E2E_CONTROL_PLANES:-1}
+[[ $CONTROL_PLANES =~ ^[13]$ ]] || { echo "E2E_CONTROL_PLANES must be 1 or 3" >&2; exit 2; }
+CP_NODES="cp cp2 cp3 cp4"
+CP_ENDPOINT=$AWS_IP:6443
 node_ns() { echo "$PFX-$1"; }
 node_dir() { echo "$RUN/nodes/$1"; }
 

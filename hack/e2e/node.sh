@@ -20,6 +20,9 @@ H=$(cd "$(dirname "$0")" && pwd)
 
 # agent_config NAME ROLE: the AgentConfig the node's user-data installs.
 agent_config() {
+  # The HA run: every control plane names the load balancer as its endpoint.
+  local ep=""
+  if [ "$2" = control-plane ] && [ "$CONTROL_PLANES" -gt 1 ]; then ep="  controlPlaneEndpoint: \"$CP_ENDPOINT\""; fi
   cat <<YAML
 apiVersion: kubestrap.dev/v1alpha1
 kind: AgentConfig
@@ -33,6 +36,7 @@ aws:
 kubeadm:
   path: /usr/bin/kubeadm
   kubernetesVersion: $KUBE_VERSION
+$ep
   imagePullPolicy: IfNotPresent
   # Preflight as on EC2: only the checks a node of this machine cannot pass.
   # SystemVerification: the machine has cgroup v1 only (its cgroup2 hierarchy
@@ -50,6 +54,10 @@ kubeadm:
     evictionHard: {memory.available: 100Mi}
 controlPlane:
   tokenTTL: ${E2E_TOKEN_TTL:-2m}
+  # A lease of 30 s (default 5 min): a dead lock holder is replaced within
+  # the scenarios' waits.
+  lockLease: 30s
+  nodeCleanup: {interval: 5s}
 worker:
   pollInterval: 2s
   expiryMargin: 20s

@@ -105,13 +105,21 @@ boot_cp() {
   [ "${E2E_CRASH_INIT:-0}" = 0 ] || crash_inside_init
   wait_ready cp
 }
-stage control-plane boot_cp
+# The HA run: three control planes booted at once; they elect the one that
+# runs kubeadm init through S3, and the others join it one at a time.
+boot_cps() {
+  local cps=(cp cp2 cp3) n pids=()
+  for n in "${cps[@]}"; do "$H/node.sh" boot "$n" control-plane & pids+=($!); done
+  for n in "${pids[@]}"; do wait "$n"; done
+  E2E_READY_TIMEOUT=${E2E_READY_TIMEOUT:-600} wait_ready "${cps[@]}"
+}
+if [ "$CONTROL_PLANES" -gt 1 ]; then stage control-plane boot_cps; else stage control-plane boot_cp; fi
 workers=()
 for i in $(seq 1 "${E2E_WORKERS:-2}"); do workers+=("w$i"); done
 boot_workers() {
   local w; for w in "${workers[@]}"; do "$H/node.sh" boot "$w" worker; done
   wait_ready "${workers[@]}"
-  wait_for 180 "all nodes Ready" nodes_ready $((1 + ${#workers[@]}))
+  wait_for 180 "all nodes Ready" nodes_ready $((CONTROL_PLANES + ${#workers[@]}))
 }
 stage workers boot_workers
 "$H/kubectl.sh" get nodes -o wide
