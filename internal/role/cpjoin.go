@@ -238,25 +238,9 @@ func (c *ControlPlane) joinUnderLease(ctx context.Context, ls *lease.Lease, info
 // Until the reset succeeded controlPlaneJoinStartedAt stays, so a restart in
 // between undoes it too.
 func (c *ControlPlane) undoControlPlaneJoin(ctx context.Context, why string) error {
-	b := c.RetryBackoff
-	for {
-		c.Reporter.Problem(state.PhaseJoinFailed, why+"; undoing this node's unfinished control-plane join with kubeadm reset -f")
-		c.Progress.Within(ResetTimeout + kubeadm.GracePeriod)
-		rctx, cancel := context.WithTimeout(ctx, ResetTimeout)
-		err := c.Kubeadm.Reset(rctx, c.Config.Kubeadm.CRISocket)
-		cancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		delay := b.Next()
-		c.Reporter.Condition(state.PhaseJoinFailed, "reset-failed",
-			fmt.Sprintf("kubeadm reset -f of an unfinished control-plane join failed: %v; retrying in %s", err, delay.Round(time.Second)))
-		if err := sleep(ctx, c.Clock, c.Progress, delay); err != nil {
-			return err
-		}
+	if err := c.resetUntilDone(ctx, state.PhaseJoinFailed, "control-plane join",
+		why+"; undoing this node's unfinished control-plane join with kubeadm reset -f"); err != nil {
+		return err
 	}
 	c.Reporter.Update(func(s *state.State) { s.ControlPlaneJoinStartedAt, s.InitializedAt = time.Time{}, time.Time{} })
 	c.Log.Info("undid this node's unfinished control-plane join")
@@ -472,5 +456,32 @@ func (c *ControlPlane) refreshControlPlaneInfoLogged(ctx context.Context) {
 		c.cpInfoProblem = errorClass(err)
 		c.Log.Warn("cannot refresh the control-plane join info; control planes cannot join until it is; retrying every minute",
 			zap.Error(err))
+	}
+}
+
+// resetUntilDone runs kubeadm reset -f until it succeeds (or ctx ends),
+// reporting msg in phase p first and each failure with backoff; what names
+// the unfinished run it undoes.
+func (c *ControlPlane) resetUntilDone(ctx context.Context, p state.Phase, what, msg string) error {
+	b := c.RetryBackoff
+	for {
+		c.Reporter.Problem(p, msg)
+		c.Progress.Within(ResetTimeout + kubeadm.GracePeriod)
+		rctx, cancel := context.WithTimeout(ctx, ResetTimeout)
+		err := c.Kubeadm.Reset(rctx, c.Config.Kubeadm.CRISocket)
+		cancel()
+		if err == nil {
+			b.Reset()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		delay := b.Next()
+		c.Reporter.Condition(p, "reset-failed",
+			fmt.Sprintf("kubeadm reset -f of an unfinished %s failed: %v; retrying in %s", what, err, delay.Round(time.Second)))
+		if err := sleep(ctx, c.Clock, c.Progress, delay); err != nil {
+			return err
+		}
 	}
 }

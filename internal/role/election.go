@@ -325,28 +325,10 @@ func (c *ControlPlane) releaseInitLock(ctx context.Context, ls *lease.Lease) {
 func (c *ControlPlane) undoInit(ctx context.Context, why string) error {
 	c.pending = nil
 	c.Reporter.Update(func(s *state.State) { s.InitializedAt, s.InitLockHolder = time.Time{}, "" })
-	b := c.RetryBackoff
-	for {
-		c.Reporter.Problem(state.PhaseInitFailed, why+"; undoing this node's unfinished init with kubeadm reset -f "+
-			"(nothing can have joined it: no join info was published for it)")
-		c.Progress.Within(ResetTimeout + kubeadm.GracePeriod)
-		rctx, cancel := context.WithTimeout(ctx, ResetTimeout)
-		err := c.Kubeadm.Reset(rctx, c.Config.Kubeadm.CRISocket)
-		cancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		delay := b.Next()
-		c.Reporter.Condition(state.PhaseInitFailed, "reset-failed",
-			fmt.Sprintf("kubeadm reset -f of an unfinished init failed: %v; retrying in %s", err, delay.Round(time.Second)))
-		if err := sleep(ctx, c.Clock, c.Progress, delay); err != nil {
-			return err
-		}
+	if err := c.resetUntilDone(ctx, state.PhaseInitFailed, "init", why+"; undoing this node's unfinished init with kubeadm reset -f "+
+		"(nothing can have joined it: no join info was published for it)"); err != nil {
+		return err
 	}
-	b.Reset()
 	c.Reporter.Update(func(s *state.State) {
 		s.InitStartedAt, s.PendingTokenID, s.InitLockGeneration = time.Time{}, "", 0
 	})
