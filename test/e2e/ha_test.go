@@ -207,9 +207,10 @@ func TestHAControlPlanesInitOnceAndJoinThroughS3(t *testing.T) {
 // The control plane that publishes join info is terminated: kubectl through
 // the load balancer keeps working, the worker stays Ready, another control
 // plane takes the uploader lock over (lease expired, EC2 says terminated)
-// and publishes the next join info, and the terminated one's Node is
-// deleted by the node cleanup. Then a replacement control plane (cp4) joins
-// through S3.
+// and publishes the next join info, and the terminated one's etcd member and
+// Node are removed by the node cleanup. Then, with the kubeadm-certs Secret
+// deleted right after an upload, a replacement control plane (cp4) still
+// joins through S3.
 func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 	haOnly(t)
 	holder, survivors := uploader(t, haControlPlanes)
@@ -259,6 +260,21 @@ func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 		t.Errorf("etcd voters %v after %s's Node was deleted, want the two survivors (its member removed first)", got, holder)
 	}
 
+	// The kubeadm-certs Secret deleted right after a fresh upload: the
+	// replacement's first join finds the published info usable but fails
+	// to download the certificates; it is undone, the replacement asks for
+	// info newer than that generation, and joins with the new upload.
+	gen := cpInfoGeneration(t)
+	req := filepath.Join(runDir, "cp-join-request.json")
+	if err := os.WriteFile(req, []byte(`{"apiVersion":"kubestrap.dev/v1alpha1","kind":"ControlPlaneJoinRequest","requester":"e2e"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustScript(t, "aws.sh", "cli", "s3api", "put-object", "--bucket", bucket, "--key", cluster+"/cp/join-request.json", "--body", req)
+	eventually(t, time.Minute, "the new uploader to upload the certificates on request", func() (bool, string) {
+		g := cpInfoGeneration(t)
+		return g > gen, fmt.Sprintf("control-plane join info generation %d", g)
+	})
+	kubectl(t, "-n", "kube-system", "delete", "secret", "kubeadm-certs")
 	// A replacement joins through S3 (the new uploader answers its request).
 	mustScript(t, "node.sh", "boot", "cp4", "control-plane")
 	eventually(t, 6*time.Minute, "cp4 joined the control plane and stands by, its Node Ready", func() (bool, string) {
@@ -266,8 +282,8 @@ func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 		n, ok := nodes(t)["cp4"]
 		return st.Phase == state.PhaseStandby && ok && n.ready(), fmt.Sprintf("phase %s: %s; Node present %v", st.Phase, st.Message, ok)
 	})
-	if calls := kubeadmCalls(t, "cp4"); slices.Contains(calls, "init") || countCalls(calls, "join") == 0 {
-		t.Errorf("cp4's kubeadm runs %q: want a join and no init", calls)
+	if calls := kubeadmCalls(t, "cp4"); slices.Contains(calls, "init") || countCalls(calls, "join") < 2 || countCalls(calls, "reset") == 0 {
+		t.Errorf("cp4's kubeadm runs %q: want a failed join (the Secret was deleted), a reset, a join that worked, no init", calls)
 	}
 	ms, err = etcdMembers(t, "cp4")
 	if err != nil {
@@ -279,4 +295,21 @@ func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 	if out, err := kubectlErr("--request-timeout=10s", "get", "--raw", "/readyz"); err != nil {
 		t.Errorf("API through the load balancer: %v %s", err, out)
 	}
+}
+
+// cpInfoGeneration is the generation of the control-plane join info in S3
+// (0: none).
+func cpInfoGeneration(t *testing.T) int64 {
+	t.Helper()
+	out, err := script("aws.sh", "cli", "s3", "cp", fmt.Sprintf("s3://%s/%s/cp/join.json", bucket, cluster), "-")
+	if err != nil {
+		return 0
+	}
+	var v struct {
+		Generation int64 `json:"generation"`
+	}
+	if json.Unmarshal([]byte(out), &v) != nil {
+		return 0
+	}
+	return v.Generation
 }
