@@ -129,7 +129,7 @@ func forward(c net.Conn, addrs []string) {
 // unhealthy after 2 failures (an NLB uses 3 and 10 s; shorter here).
 func check(ctx context.Context, b *backend, interval time.Duration) {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a health check, as the NLB's
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // a health check, as the NLB's
 		DisableKeepAlives: true,
 	}}
 	ok, bad := 0, 0
