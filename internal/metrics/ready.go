@@ -20,8 +20,9 @@ const kubeletTimeout = 2 * time.Second
 // Readiness is the /readyz check of a role, from the agent's state (the
 // Reporter's): a worker is ready once joined (phase Joined) while the
 // kubelet answers kubeletURL (KubeletHealthzURL in production) with 200
-// within 2 s; a control plane once initialized with its join info
-// published (phase Published). client nil means a client of its own: no
+// within 2 s; a control plane once initialized (or joined) with its join
+// info published (phase Published), or standing by while another control
+// plane publishes (phase Standby). client nil means a client of its own: no
 // proxy, no connection kept between checks.
 func Readiness(r config.Role, current func() state.State, kubeletURL string, client *http.Client) ReadyFunc {
 	if client == nil {
@@ -39,6 +40,9 @@ func Readiness(r config.Role, current func() state.State, kubeletURL string, cli
 			}
 			return true, "joined; the kubelet is healthy"
 		case config.RoleControlPlane:
+			if !st.InitializedAt.IsZero() && st.Phase == state.PhaseStandby {
+				return true, fmt.Sprintf("control plane member standing by; %s publishes join info", st.UploaderLockHolder)
+			}
 			if st.InitializedAt.IsZero() || st.Phase != state.PhasePublished {
 				return false, describe("control plane not initialized with join info published", st)
 			}

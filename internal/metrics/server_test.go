@@ -100,6 +100,9 @@ func TestReadyz(t *testing.T) {
 		{"control plane degraded", config.RoleControlPlane, state.State{Phase: state.PhaseDegraded, InitializedAt: initialized, Message: "degraded: cannot refresh"},
 			"", 503, "degraded: cannot refresh"},
 		{"control plane initializing", config.RoleControlPlane, state.State{Phase: state.PhaseInitializing}, "", 503, "phase Initializing"},
+		{"control plane standing by", config.RoleControlPlane, state.State{Phase: state.PhaseStandby, InitializedAt: initialized,
+			UploaderLockHolder: "i-0123456789abcdef0"}, "", 200, "i-0123456789abcdef0 publishes"},
+		{"control plane joining", config.RoleControlPlane, state.State{Phase: state.PhaseJoiningControlPlane}, "", 503, "phase JoiningControlPlane"},
 		{"published without init record", config.RoleControlPlane, state.State{Phase: state.PhasePublished}, "", 503, "not initialized"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
