@@ -32,21 +32,9 @@ func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin
 				return err
 			}
 		}
-		// An unusable admin.conf (being restored, renewed) must not end the
-		// agent: the cleanup waits for it, saying so once.
-		var nodes *nodecleanup.KubeNodes
-		for warned := false; ; {
-			var err error
-			if nodes, err = nodecleanup.NewKubeNodes(admin); err == nil {
-				break
-			}
-			if !warned {
-				log.Warn("node cleanup waits for a usable admin kubeconfig", zap.Error(err))
-				warned = true
-			}
-			if err := wait(ctx, clk, hb, cfg.ControlPlane.NodeCleanup.Interval.Duration); err != nil {
-				return err
-			}
+		nodes, err := nodecleanup.WaitForKubeNodes(ctx, admin, clk, cfg.ControlPlane.NodeCleanup.Interval.Duration, hb, log)
+		if err != nil {
+			return err
 		}
 		c := &nodecleanup.Cleaner{Nodes: nodes, Instances: &nodecleanup.EC2Instances{Client: ec2Client},
 			Etcd:         nodecleanup.KubeadmEtcd{ConfigDir: cfg.Kubeadm.ConfigDir},

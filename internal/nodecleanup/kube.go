@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,8 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/lease"
+	"github.com/kubestrap/kubestrap/internal/progress"
 )
 
 var nodesResource = schema.GroupVersionResource{Version: "v1", Resource: "nodes"}
@@ -104,4 +107,31 @@ func (k *KubeNodes) Delete(ctx context.Context, n Node) error {
 		return fmt.Errorf("the Node %s is no longer the one of instance %s (its UID changed): %w", n.Name, n.InstanceID, err)
 	}
 	return fmt.Errorf("delete Node %s: %w", n.Name, err)
+}
+
+// WaitForKubeNodes returns KubeNodes for the kubeconfig at path, waiting
+// (every interval, logged once) while it is not usable: an admin.conf being
+// restored or renewed must not end the agent. Only ctx ends the wait.
+func WaitForKubeNodes(ctx context.Context, path string, clk clock.Clock, interval time.Duration,
+	hb *progress.Heartbeat, log *zap.Logger) (*KubeNodes, error) {
+	for warned := false; ; {
+		nodes, err := NewKubeNodes(path)
+		if err == nil {
+			return nodes, nil
+		}
+		if !warned {
+			log.Warn("node cleanup waits for a usable admin kubeconfig", zap.Error(err))
+			warned = true
+		}
+		if hb != nil {
+			hb.Within(interval + time.Minute)
+		}
+		t := clk.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C():
+		}
+	}
 }

@@ -353,3 +353,25 @@ func TestStandbyTakesOverPublishing(t *testing.T) {
 			info.APIServerEndpoint, info.Generation, haEndpoint)
 	}
 }
+
+// A control plane whose controlPlaneEndpoint is not the one the cluster was
+// initialized with is Blocked, saying which to set, and never joins (it
+// could later publish its own address to workers).
+func TestControlPlaneWithAnotherEndpointIsBlocked(t *testing.T) {
+	a := startHA(t)
+	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
+	b.h.cfg.Kubeadm.ControlPlaneEndpoint = "10.0.1.6:6443"
+	start(t, b.cp.Run)
+	eventually(t, "the second node to be Blocked", func() bool { return b.state().Phase == state.PhaseBlocked })
+	if msg := b.state().Message; !strings.Contains(msg, "set kubeadm.controlPlaneEndpoint to "+haEndpoint) {
+		t.Errorf("STATUS %q does not say which endpoint to set", msg)
+	}
+	for _, c := range b.h.kubeadm.Calls() {
+		if strings.HasPrefix(c, "join") || strings.HasPrefix(c, "reset") {
+			t.Errorf("kubeadm %s on a node with another endpoint", c)
+		}
+	}
+	if a.requestPending() {
+		t.Error("the blocked node asked for control-plane join info")
+	}
+}
