@@ -112,6 +112,10 @@ type RecordStore struct {
 	Cluster string
 	// CallTimeout bounds each S3 call (default 20s).
 	CallTimeout time.Duration
+
+	// seen holds what List read, by key and ETag: an unchanged object is
+	// not read again at the next List (one caller at a time).
+	seen map[string]StoredRecord
 }
 
 func (s *RecordStore) timeout() time.Duration {
@@ -145,6 +149,7 @@ func (s *RecordStore) Put(ctx context.Context, r Record) error {
 // is not a valid one.
 type StoredRecord struct {
 	Key     string
+	ETag    string
 	Record  Record
 	Invalid error
 	// Modified is when S3 stored the object.
@@ -155,6 +160,8 @@ type StoredRecord struct {
 // that is not a valid record is returned with Invalid set.
 func (s *RecordStore) List(ctx context.Context) ([]StoredRecord, error) {
 	var out []StoredRecord
+	seen := map[string]StoredRecord{}
+	defer func() { s.seen = seen }()
 	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.Bucket), Prefix: aws.String(RecordPrefix(s.Cluster))}
 	for len(out) < maxRecords {
 		lctx, cancel := context.WithTimeout(ctx, s.timeout())
@@ -168,7 +175,12 @@ func (s *RecordStore) List(ctx context.Context) ([]StoredRecord, error) {
 				break
 			}
 			key := aws.ToString(obj.Key)
-			sr := StoredRecord{Key: key, Modified: aws.ToTime(obj.LastModified)}
+			sr := StoredRecord{Key: key, ETag: aws.ToString(obj.ETag), Modified: aws.ToTime(obj.LastModified)}
+			if prev, ok := s.seen[key]; ok && sr.ETag != "" && prev.ETag == sr.ETag {
+				seen[key] = prev
+				out = append(out, prev)
+				continue
+			}
 			body, err := s.get(ctx, key)
 			switch {
 			case err != nil && isNoSuchKey(err):
@@ -177,6 +189,7 @@ func (s *RecordStore) List(ctx context.Context) ([]StoredRecord, error) {
 				return out, err
 			}
 			sr.Record, sr.Invalid = ParseRecord(key, body)
+			seen[key] = sr
 			out = append(out, sr)
 		}
 		if !aws.ToBool(page.IsTruncated) || page.NextContinuationToken == nil {

@@ -1,9 +1,12 @@
 package leave
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kubestrap/kubestrap/internal/testutil"
 )
 
 const recordIID = "i-0123456789abcdef0"
@@ -53,5 +56,43 @@ func TestRecordRefused(t *testing.T) {
 				t.Errorf("err %v, want one naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// List reads an object only when it is new or changed (its ETag): the
+// control plane lists the records every pass.
+func TestRecordListReadsOnlyNewOrChangedRecords(t *testing.T) {
+	fake := testutil.NewFakeS3(t, "bucket")
+	store := &RecordStore{Client: fake.Client, Bucket: "bucket", Cluster: "c"}
+	n := Notice{Kind: Spot, NoticeTime: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}
+	n.Deadline = n.NoticeTime.Add(110 * time.Second)
+	ctx := context.Background()
+	for _, id := range []string{"i-0123456789abcdef0", "i-0fedcba9876543210"} {
+		if err := store.Put(ctx, NewRecord(id, "w", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func() ([]StoredRecord, int) {
+		before := fake.Counts.Snapshot().Gets
+		recs, err := store.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs, fake.Counts.Snapshot().Gets - before
+	}
+	recs, gets := list()
+	if len(recs) != 2 || gets != 3 {
+		t.Fatalf("first List: %d records, %d GETs; want 2 and 3 (the listing, each object)", len(recs), gets)
+	}
+	recs, gets = list()
+	if len(recs) != 2 || gets != 1 || recs[0].Invalid != nil || recs[0].Record.Node != "w" {
+		t.Fatalf("unchanged: %d records (%+v), %d GETs; want 2 and only the listing", len(recs), recs, gets)
+	}
+	if err := store.Put(ctx, NewRecord("i-0123456789abcdef0", "w-again", n)); err != nil {
+		t.Fatal(err)
+	}
+	recs, gets = list()
+	if gets != 2 || recs[0].Record.Node != "w-again" {
+		t.Fatalf("one changed: %d GETs, first record of %q; want the listing and the changed object, read anew", gets, recs[0].Record.Node)
 	}
 }
