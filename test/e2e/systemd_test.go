@@ -121,12 +121,18 @@ func TestSystemdNodeReboot(t *testing.T) {
 	out := mustScript(t, "node.sh", "reboot", w)
 	t.Logf("%s: rebooted in %s\n%s", w, time.Since(at).Round(100*time.Millisecond), out)
 	eventually(t, 3*time.Minute, w+": containerd, kubelet and kubestrap active again, Node Ready", func() (bool, string) {
-		o, err := inNode(w, "systemctl", "is-active", "containerd", "kubelet", "kubestrap")
-		if err != nil {
-			return false, strings.Join(strings.Fields(o), " ")
+		// systemctl is-active exits 0 when any one of several units is
+		// active, so each unit's own line is checked.
+		o, _ := inNode(w, "systemctl", "is-active", "containerd", "kubelet", "kubestrap")
+		states := strings.Fields(o)
+		if len(states) != 3 || states[0] != "active" || states[1] != "active" || states[2] != "active" {
+			return false, "containerd, kubelet, kubestrap: " + strings.Join(states, " ")
+		}
+		if u := unit(t, w); u.Starts <= before.Starts || u.Status != "joined as "+w {
+			return false, fmt.Sprintf("agent processes %d (%d before), STATUS %q", u.Starts, before.Starts, u.Status)
 		}
 		n := nodes(t)[w]
-		return n.ready(), "units active; Node ready=" + map[bool]string{true: "yes", false: "no"}[n.ready()]
+		return n.ready(), "units active, agent joined; Node ready=" + map[bool]string{true: "yes", false: "no"}[n.ready()]
 	})
 	t.Logf("%s: back %s after the reboot began", w, time.Since(at).Round(time.Second))
 	u := unit(t, w)
