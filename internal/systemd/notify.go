@@ -121,7 +121,7 @@ func (n *Notifier) RunWatchdog(ctx context.Context, stale func() []string, log *
 	t := time.NewTicker(interval / 2)
 	defer t.Stop()
 	for {
-		w.tick()
+		w.tick(time.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -138,9 +138,33 @@ type watchdog struct {
 	// stuck names the stale parts ("" while all are fresh); stuckStatus is
 	// the STATUS sent about them, before the status it replaced.
 	stuck, stuckStatus, before string
+	// last is when the previous look ran (zero before the first).
+	last time.Time
 }
 
-func (w *watchdog) tick() {
+// pausedAfter is how late a look may come before the watchdog concludes
+// that the agent's process did not run in between (SIGSTOP, a paused VM).
+func (w *watchdog) pausedAfter() time.Duration {
+	return max(w.interval/10, time.Second)
+}
+
+// tick is one look at the board at now. A look that comes late (the whole
+// process was stopped or its machine paused, e.g. past a lock's lease) feeds
+// the watchdog once without judging the parts: their promises fell due while
+// no part could run, and a process that runs again is not stuck. The next
+// look, half an interval later, judges them as usual, so a part that is
+// really stuck still stops the pings then.
+func (w *watchdog) tick(now time.Time) {
+	prev := w.last
+	w.last = now
+	if !prev.IsZero() {
+		if late := now.Sub(prev.Add(w.interval / 2)); late > w.pausedAfter() {
+			w.log.Info("the agent did not run for a while (its process was stopped or its machine paused); "+
+				"feeding the watchdog once and judging its parts at the next look", zap.Duration("late", late.Round(time.Millisecond)))
+			w.n.notify(daemon.SdNotifyWatchdog)
+			return
+		}
+	}
 	parts := w.stale()
 	if len(parts) == 0 {
 		if w.stuck != "" {

@@ -246,3 +246,39 @@ func TestWatchdogKeepsAStatusSentWhileStale(t *testing.T) {
 		t.Errorf("the watchdog put back an older status over a newer one: %q", sent)
 	}
 }
+
+// A look that comes late (the process was stopped past its promises, e.g. a
+// SIGSTOP or a paused VM) feeds the watchdog once although parts are stale
+// (their promises fell due while nothing could run); the next look, on
+// time, judges them again and stops the pings.
+func TestWatchdogFeedsOnceAfterTheProcessWasPaused(t *testing.T) {
+	f := &fakeSystemd{}
+	n := &Notifier{send: f.send}
+	core, logs := observer.New(zap.InfoLevel)
+	w := &watchdog{n: n, stale: f.board, log: zap.New(core), interval: time.Minute}
+	t0 := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
+
+	w.tick(t0)
+	if sent := f.take(); !slices.Equal(sent, []string{"WATCHDOG=1"}) {
+		t.Fatalf("first look, all fresh: sent %q", sent)
+	}
+	f.set("control-plane")
+	// On time (30 s later, 1 s of scheduling delay): the stale part is judged.
+	w.tick(t0.Add(31 * time.Second))
+	if sent := f.take(); count(sent, "WATCHDOG=1") != 0 {
+		t.Fatalf("a look on time with a stale part fed the watchdog: %q", sent)
+	}
+	// The process stopped for 25 s: the next look comes 25 s late.
+	w.tick(t0.Add(86 * time.Second))
+	if sent := f.take(); !slices.Equal(sent, []string{"WATCHDOG=1"}) {
+		t.Fatalf("the look after a pause: sent %q, want one WATCHDOG=1", sent)
+	}
+	if logs.FilterMessageSnippet("did not run for a while").Len() != 1 {
+		t.Errorf("the pause is not in the log: %v", logs.AllUntimed())
+	}
+	// The next look on time judges the part again: still stale, no ping.
+	w.tick(t0.Add(116 * time.Second))
+	if sent := f.take(); count(sent, "WATCHDOG=1") != 0 {
+		t.Fatalf("the look after the pause's look fed the watchdog with a stale part: %q", sent)
+	}
+}
