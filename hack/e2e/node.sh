@@ -15,6 +15,9 @@
 #   node.sh shell NAME         an interactive shell in the node
 #   node.sh notice NAME KIND   its metadata service serves a spot|rebalance|asg notice from now on
 #   node.sh terminate NAME     its EC2 instance terminated (in moto) and the node powered off for good
+#   node.sh poweroff NAME      a power loss (PID 1 killed), its EC2 instance stopped
+#   node.sh start NAME         its EC2 instance started again, the node booted on the same disks
+#   node.sh wipe NAME          the node removed (disks, IMDS, namespace), its instance left running
 source "$(dirname "$0")/lib.sh"
 H=$(cd "$(dirname "$0")" && pwd)
 
@@ -54,9 +57,10 @@ $ep
     evictionHard: {memory.available: 100Mi}
 controlPlane:
   tokenTTL: ${E2E_TOKEN_TTL:-2m}
-  # A lease of 30 s (default 5 min): a dead lock holder is replaced within
-  # the scenarios' waits.
-  lockLease: 30s
+  # A lease of 20 s (default 5 min): a dead lock holder is replaced within
+  # the scenarios' waits, and a holder stopped past its lease (SIGSTOP for
+  # 25 s) is still short of the unit's 60 s watchdog.
+  lockLease: 20s
   nodeCleanup: {interval: 5s}
 worker:
   pollInterval: 2s
@@ -191,6 +195,58 @@ terminate() {
   log "$n: instance $iid terminated (EC2 state $state), node powered off"
 }
 
+# poweroff NAME: a power loss: the node's PID 1 is killed (every process of
+# the node dies at once, nothing is flushed or stopped cleanly) and its EC2
+# instance is stopped (moto), as after a host failure. `node.sh start`
+# brings it back on the same disks.
+poweroff() {
+  local n=$1 nd iid state; nd=$(node_dir "$n")
+  [ -e "$nd/role" ] || die "no node $n"
+  [ ! -e "$nd/terminated" ] || die "node $n was terminated"
+  "$H/sdnode.sh" stop "$(node_ns "$n")" 0
+  iid=$(node_iid "$n")
+  state=$("$H/aws.sh" cli ec2 stop-instances --instance-ids "$iid" \
+    --query 'StoppingInstances[0].CurrentState.Name' --output text) || die "cannot stop $iid ($n) in moto"
+  log "$n: power lost (PID 1 killed), instance $iid stopped (EC2 state $state)"
+}
+
+# start NAME: the stopped instance started again (moto) and the node booted
+# on the same disks; its enabled units (containerd, kubelet, kubestrap) start.
+start() {
+  local n=$1 nd iid; nd=$(node_dir "$n")
+  [ -e "$nd/role" ] || die "no node $n"
+  [ ! -e "$nd/terminated" ] || die "node $n was terminated: its instance does not come back"
+  iid=$(node_iid "$n")
+  "$H/aws.sh" cli ec2 start-instances --instance-ids "$iid" >/dev/null || die "cannot start $iid ($n) in moto"
+  "$H/sdnode.sh" boot "$(node_ns "$n")" --netns "$(node_ns "$n")" --hostname "$n" --ip "$(node_ip "$n")"
+}
+
+# wipe NAME: the node is gone for good but its instance stays running in
+# moto, so that a scenario can boot a fresh node of that name (a new disk,
+# the same instance ID) into a new cluster: PID 1 killed, the disks, the
+# metadata service, the network namespace and the node's directory removed.
+# Its journal is kept in $RUN/logs/nodes/<machine>.wiped-<time>.journal.
+wipe() {
+  local n=$1 nd ns j pid; nd=$(node_dir "$n"); ns=$(node_ns "$n")
+  [ -e "$nd/role" ] || die "no node $n"
+  mkdir -p "$RUN/logs/nodes"
+  j=$(node_disk "$n")/upper/var/log/journal
+  [ ! -d "$j" ] || journalctl -D "$j" -o short-precise --no-pager > "$RUN/logs/nodes/$ns.wiped-$(date +%H%M%S).journal" 2>&1
+  "$H/sdnode.sh" rm "$ns" 0
+  pid=$(cat "$nd/aemm.pid" 2>/dev/null || true)
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+  # The veth pair goes with its bridge end at once (the namespace itself may
+  # outlive its last processes for a moment, and with it eth0).
+  ip -n "$NET_NS" link del "v${ns#"$PFX"-}" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$nd"
+  log "$n: node wiped (its instance $(node_iid "$n") still runs)"
+}
+
 # start_aemm NAME SPOT REBALANCE ASG: the node's ec2-metadata-mock, serving
 # a spot interruption, a rebalance recommendation and an Auto Scaling
 # termination SPOT, REBALANCE and ASG seconds after its start (it serves them
@@ -274,5 +330,8 @@ systemctl) n=$2; shift 2; in_node "$n" systemctl "$@" ;;
 shell) in_node "$2" /bin/bash -l ;;
 notice) notice "$2" "$3" ;;
 terminate) terminate "$2" ;;
-*) echo "usage: node.sh boot NAME ROLE | reboot NAME | exec NAME CMD... | systemctl NAME ARGS... | shell NAME | notice NAME spot|rebalance|asg | terminate NAME" >&2; exit 2 ;;
+poweroff) poweroff "$2" ;;
+start) start "$2" ;;
+wipe) wipe "$2" ;;
+*) echo "usage: node.sh boot NAME ROLE | reboot NAME | exec NAME CMD... | systemctl NAME ARGS... | shell NAME | notice NAME spot|rebalance|asg | terminate NAME | poweroff NAME | start NAME | wipe NAME" >&2; exit 2 ;;
 esac

@@ -143,10 +143,9 @@ type watchdog struct {
 }
 
 // pausedAfter is how late a look may come before the watchdog concludes
-// that the agent's process did not run in between (SIGSTOP, a paused VM).
-func (w *watchdog) pausedAfter() time.Duration {
-	return max(w.interval/10, time.Second)
-}
+// that the agent's process did not run in between (SIGSTOP, a paused VM):
+// a process that runs is woken by its ticker within milliseconds.
+const pausedAfter = time.Second
 
 // tick is one look at the board at now. A look that comes late (the whole
 // process was stopped or its machine paused, e.g. past a lock's lease) feeds
@@ -158,7 +157,7 @@ func (w *watchdog) tick(now time.Time) {
 	prev := w.last
 	w.last = now
 	if !prev.IsZero() {
-		if late := now.Sub(prev.Add(w.interval / 2)); late > w.pausedAfter() {
+		if late := now.Sub(prev.Add(w.interval / 2)); late > pausedAfter {
 			w.log.Info("the agent did not run for a while (its process was stopped or its machine paused); "+
 				"feeding the watchdog once and judging its parts at the next look", zap.Duration("late", late.Round(time.Millisecond)))
 			w.n.notify(daemon.SdNotifyWatchdog)
