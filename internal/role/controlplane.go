@@ -437,6 +437,9 @@ func (c *ControlPlane) rotationDue(st state.State) (bool, time.Time) {
 func (c *ControlPlane) publishLoop(ctx context.Context) error {
 	b := c.RetryBackoff
 	reconciled := false
+	// nextVerify is when join.json is checked again (every VerifyInterval,
+	// also while the loop wakes more often for join requests).
+	var nextVerify time.Time
 	for {
 		if !reconciled {
 			if err := c.reconcile(ctx); err != nil {
@@ -457,7 +460,8 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 		st := c.Reporter.State()
 		due, at := c.rotationDue(st)
 		due = due || c.pending != nil
-		if !due {
+		if !due && !c.Clock.Now().Before(nextVerify) {
+			nextVerify = c.Clock.Now().Add(c.VerifyInterval)
 			if reason := c.publishedIsOurs(ctx, st); reason != "" {
 				c.Log.Warn(reason+"; publishing fresh join info", zap.String("object", c.Store.URL()))
 				due = true
@@ -493,7 +497,10 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 			fmt.Sprintf("control plane ready; join info generation %d with token %s published to %s, next refresh at %s",
 				st.JoinGeneration, st.TokenID, c.Store.URL(), at.UTC().Format(time.RFC3339)),
 			zap.Int64("generation", st.JoinGeneration), zap.String("tokenID", st.TokenID))
-		wait := min(at.Sub(c.Clock.Now()), c.VerifyInterval)
+		if due {
+			nextVerify = c.Clock.Now().Add(c.VerifyInterval) // just written
+		}
+		wait := min(at.Sub(c.Clock.Now()), max(nextVerify.Sub(c.Clock.Now()), 0))
 		if c.cpJoinEnabled() {
 			wait = min(wait, requestCheckInterval)
 		}

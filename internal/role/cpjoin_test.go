@@ -375,3 +375,30 @@ func TestControlPlaneWithAnotherEndpointIsBlocked(t *testing.T) {
 		t.Error("the blocked node asked for control-plane join info")
 	}
 }
+
+// The uploader looks for join requests every 15 s, but checks that
+// join.json is still its own (a conditional GET) only every
+// VerifyInterval (1 min), as a single control plane does.
+func TestUploaderVerifiesJoinInfoAtItsOwnCadence(t *testing.T) {
+	a := newHANode(t, nil, nil, 0)
+	a.h.cfg.ControlPlane.TokenTTL.Duration = 24 * time.Hour // no refresh in the window
+	a.stop = start(t, a.cp.Run)
+	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
+	before := a.h.s3.Counts.Snapshot()
+	for end := a.clk.Now().Add(5 * time.Minute); a.clk.Now().Before(end); {
+		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+		a.clk.Step(5 * time.Second)
+	}
+	eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+	verifies := a.h.s3.Counts.Snapshot().Conditional - before.Conditional
+	if verifies < 4 || verifies > 6 {
+		t.Errorf("%d conditional GETs of join.json in 5 minutes, want one a minute", verifies)
+	}
+	// The join requests are still seen within 15 s.
+	a.request(t, 0)
+	for i := 0; i < 3; i++ {
+		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+		a.clk.Step(5 * time.Second)
+	}
+	eventually(t, "the request to be answered", func() bool { return !a.requestPending() })
+}
