@@ -25,8 +25,7 @@ import (
 // boot fresh nodes with the same instance IDs, the worker w1 with them).
 // Each round must end the same way: one kubeadm init that succeeded, three
 // etcd voters, every Node Ready, the worker joined through the load
-// balancer. Two rounds add a fault at the init lock's holder, with the real
-// kubeadm:
+// balancer. Three rounds add a fault, with the real kubeadm:
 //   - round 2: power loss of the holder right after it took the init lock
 //     (PID 1 killed, its EC2 instance stopped): another control plane
 //     initializes once the lease ran out (EC2 says stopped); the holder,
@@ -34,7 +33,9 @@ import (
 //   - round 3: the holder is SIGSTOPped (agent and kubeadm) inside kubeadm
 //     init for longer than its lease (20 s) and resumed: it fences itself
 //     (gives the lock up, undoes its init with kubeadm reset) and there is
-//     still one cluster.
+//     still one cluster;
+//   - round 4: a control plane joining loses power once its etcd member is
+//     listed, and is started again: no stale member is left.
 // The scenarios after this one (ha_test.go) run on the cluster of round 5.
 
 // haRoundNodes are the nodes every round boots at once.
@@ -62,6 +63,8 @@ func TestHABootsAtOnceFiveTimesInARow(t *testing.T) {
 			hold = powerLossOfTheInitLockHolder
 		case 3:
 			hold = stopTheInitLockHolderPastItsLease
+		case 4:
+			hold = powerLossOfAJoiningControlPlane
 		}
 		bootHARound(t, round, hold)
 		took = append(took, fmt.Sprintf("round %d: %s", round, time.Since(start).Round(time.Second)))
@@ -419,4 +422,69 @@ func signal(t *testing.T, pids []int, sig syscall.Signal) {
 			t.Errorf("signal %v to %d: %v", sig, p, err)
 		}
 	}
+}
+
+// powerLossOfAJoiningControlPlane (round 4): a control plane loses power
+// during its kubeadm join --control-plane, as soon as its etcd member is in
+// the cluster's member list; started again, it completes or cleans up its
+// join without leaving a stale member (checkHARound: exactly three members,
+// all voters).
+func powerLossOfAJoiningControlPlane(t *testing.T) string {
+	j := initLockHolder(t, "running kubeadm", "kubeadm join", 8*time.Minute)
+	var initializer string
+	for _, n := range haControlPlanes {
+		if n != j && countRuns(kubeadmRuns(agentLogLines(t, n)), "kubeadm init", func(r kubeadmRun) bool { return r.OK }) > 0 {
+			initializer = n
+		}
+	}
+	if initializer == "" {
+		t.Fatalf("%s joins, but no control plane's kubeadm init succeeded", j)
+	}
+	var member etcdMember
+	start := time.Now()
+	for found := false; !found; time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > 3*time.Minute {
+			t.Fatalf("%s's etcd member never appeared in %s's member list", j, initializer)
+		}
+		ms, _ := etcdMembers(t, initializer)
+		for _, m := range ms {
+			if m.Name == j || m.Name == "" && len(ms) > 1 {
+				member, found = m, true
+			}
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(runDir, "sd", "nodes", machine(j), "leader.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		t.Fatalf("%s: no PID 1 recorded: %v", j, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("%s: kill -9 of its PID 1: %v", j, err)
+	}
+	mustScript(t, "node.sh", "poweroff", j)
+	finished := countRuns(kubeadmRuns(agentLogLines(t, j)), "kubeadm join", func(r kubeadmRun) bool { return r.Finished }) > 0
+	t.Logf("%s lost power %s after its kubeadm join began, its etcd member %+v listed (join finished: %v)",
+		j, time.Since(start).Round(100*time.Millisecond), member, finished)
+	time.Sleep(10 * time.Second)
+	mustScript(t, "node.sh", "start", j)
+	eventually(t, 6*time.Minute, j+" started again and joined as a control plane", func() (bool, string) {
+		st := agentState(t, j)
+		return !st.ControlPlaneJoinedAt.IsZero(), fmt.Sprintf("phase %s: %s", st.Phase, st.Message)
+	})
+	runs := kubeadmRuns(agentLogLines(t, j))
+	return fmt.Sprintf("%s lost power inside kubeadm join (its etcd member listed, learner %v); started again, its kubeadm runs: %v",
+		j, member.IsLearner, runsSummary(runs))
+}
+
+// runsSummary names each kubeadm run and how it ended.
+func runsSummary(runs []kubeadmRun) []string {
+	var out []string
+	for _, r := range runs {
+		end := "unfinished"
+		if r.Finished {
+			end = map[bool]string{true: "ok", false: "failed"}[r.OK]
+		}
+		out = append(out, strings.TrimPrefix(r.Command, "kubeadm ")+" "+end)
+	}
+	return out
 }
