@@ -138,11 +138,20 @@ type proc struct {
 type registry struct {
 	mu    sync.Mutex
 	procs map[*proc]bool
+	// stopping: stopEverything ran; no registered process starts after it.
+	stopping bool
 }
 
 var children = &registry{procs: map[*proc]bool{}}
 
 func startProc(name string, env []string, logPath string, bin string, args ...string) (*proc, error) {
+	return startProcReg(name, env, logPath, true, bin, args...)
+}
+
+// startProcReg is startProc; with register false the process is not among
+// the children that stopEverything stops (figure 7's teardown, which must
+// run to its end after Ctrl-C), and it may start after stopEverything.
+func startProcReg(name string, env []string, logPath string, register bool, bin string, args ...string) (*proc, error) {
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -152,14 +161,24 @@ func startProc(name string, env []string, logPath string, bin string, args ...st
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), logFile: lf, logPath: logPath}
+	if register {
+		// Started and registered under the lock: a process either starts
+		// before stopEverything (and is stopped by it) or not at all.
+		children.mu.Lock()
+		defer children.mu.Unlock()
+		if children.stopping {
+			lf.Close()
+			return nil, fmt.Errorf("start %s: the benchmark is stopping", name)
+		}
+	}
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	children.mu.Lock()
-	children.procs[p] = true
-	children.mu.Unlock()
+	if register {
+		children.procs[p] = true
+	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	return p, nil
 }
@@ -215,6 +234,7 @@ func stopAll(ps []*proc, grace time.Duration) {
 // stopEverything stops every child still registered.
 func stopEverything() {
 	children.mu.Lock()
+	children.stopping = true
 	var ps []*proc
 	for p := range children.procs {
 		ps = append(ps, p)

@@ -48,6 +48,11 @@ type options struct {
 	leaveRounds   int
 	leavePods     []int
 	leaveStop     time.Duration
+	// HA control plane (figure 7), on the end-to-end harness.
+	e2eRoot, e2eBuild, cache string
+	haRounds                 int
+	haReplace, haLock        string
+	haLockWait               time.Duration
 }
 
 func parseInts(s string) ([]int, error) {
@@ -108,7 +113,14 @@ func main() {
 	flag.IntVar(&o.leaveRounds, "leave-rounds", 5, "graceful leave: rounds per notice kind and pod count")
 	flag.StringVar(&leavePods, "leave-pods", "1,30", "graceful leave: pods on the node")
 	flag.DurationVar(&o.leaveStop, "leave-pod-stop", time.Second, "graceful leave: the stand-in kubelet deletes an evicted pod this long after its eviction")
-	flag.StringVar(&o.only, "only", "", "run one section only: leave (figure 6; needs -kube-bin)")
+	flag.StringVar(&o.e2eRoot, "e2e-root", ".", "HA control plane: the repository whose hack/e2e and dist/*.deb figure 7 uses")
+	flag.StringVar(&o.e2eBuild, "e2e-build", "", "HA control plane: make e2e-build's output directory (empty: figure 7 skipped)")
+	flag.StringVar(&o.cache, "cache", "/var/cache/kubestrap", "HA control plane: the cache directory of the e2e harness (CACHE)")
+	flag.IntVar(&o.haRounds, "ha-rounds", 2, "HA control plane: rounds, each a fresh cluster")
+	flag.StringVar(&o.haReplace, "ha-replace", "standby", "HA control plane: the control plane terminated before the replacement boots: standby or uploader")
+	flag.StringVar(&o.haLock, "ha-lock", haDefaultLock, "HA control plane: the machine's end-to-end lock, held (flock) for each round")
+	flag.DurationVar(&o.haLockWait, "ha-lock-wait", time.Hour, "HA control plane: longest wait for another end-to-end run to release the lock")
+	flag.StringVar(&o.only, "only", "", "run one section only: leave (figure 6; needs -kube-bin) or ha (figure 7; needs -e2e-build)")
 	flag.BoolVar(&quick, "quick", false, "a short smoke run (few workers, short windows)")
 	flag.Parse()
 	var err error
@@ -116,6 +128,18 @@ func main() {
 		o.rounds, o.prepublished, groups, plan = 2, 2, "5", "5:1"
 		o.shellBatch, o.waitWindow, o.afterWindow = 3, 8*time.Second, 6*time.Second
 		o.leaveRounds = 2
+		if !flagSet("ha-rounds") {
+			o.haRounds = 1
+		}
+	}
+	if o.haRounds < 1 {
+		fatal(fmt.Errorf("-ha-rounds %d: at least 1", o.haRounds))
+	}
+	if o.haReplace != "standby" && o.haReplace != "uploader" {
+		fatal(fmt.Errorf("-ha-replace %q: standby or uploader", o.haReplace))
+	}
+	if o.e2eRoot, err = filepath.Abs(o.e2eRoot); err != nil {
+		fatal(err)
 	}
 	if o.leavePods, err = parseInts(leavePods); err != nil {
 		fatal(err)
@@ -126,8 +150,12 @@ func main() {
 		if o.kubeBin == "" {
 			fatal(errors.New("-only leave needs -kube-bin (run `make bench BENCH_ARGS='-only leave'`)"))
 		}
+	case "ha":
+		if o.e2eBuild == "" {
+			fatal(errors.New("-only ha needs -e2e-build, the output of `make e2e-build` (run `make bench BENCH_ARGS='-only ha'`)"))
+		}
 	default:
-		fatal(fmt.Errorf("-only %q: the only section that runs alone is leave", o.only))
+		fatal(fmt.Errorf("-only %q: the sections that run alone are leave and ha", o.only))
 	}
 	if o.groups, err = parseInts(groups); err != nil {
 		fatal(err)
@@ -142,12 +170,16 @@ func main() {
 		fatal(errors.New("-fake-kubeadm and -aemm are required (run `make bench`)"))
 	}
 
+	// A reader that went away (`make bench | tee` stopped with Ctrl-C) must
+	// not end the driver before it has torn figure 7's cluster down.
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "kbench: %v: stopping every process it started\n", s)
 		stopEverything()
+		runTeardowns() // figure 7: down.sh, bounded
 		os.Exit(130)
 	}()
 	code := 0
@@ -157,6 +189,13 @@ func main() {
 	}
 	stopEverything()
 	os.Exit(code)
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func fatal(err error) {
@@ -214,8 +253,8 @@ func raiseNoFile() {
 func run(o options) error {
 	began := time.Now()
 	raiseNoFile()
-	if o.only == "leave" {
-		return runOnlyLeave(o, began)
+	if o.only != "" {
+		return runOnly(o, began)
 	}
 	var err error
 	if o.awsCLI, err = resolveAWS(o.awsCLI); err != nil {
@@ -385,6 +424,12 @@ func run(o options) error {
 			return err
 		}
 	}
+	// 8. HA control plane (figure 7), on the end-to-end harness when its
+	// build exists; a failure is reported with the other figures.
+	if r.HA, err = runHA(o, false); err != nil {
+		logf("figure 7: %v", err)
+		r.HA.Problems = append(r.HA.Problems, err.Error())
+	}
 	r.LoadAfter = loadAvg()
 	r.Load1, r.OtherLoad = mon.finish()
 	r.Took = time.Since(began)
@@ -403,8 +448,9 @@ func run(o options) error {
 	return nil
 }
 
-// runOnlyLeave is `-only leave`: figure 6 alone, with the run's header.
-func runOnlyLeave(o options, began time.Time) error {
+// runOnly is `-only leave` (figure 6) or `-only ha` (figure 7): one
+// section alone, with the run's header.
+func runOnly(o options, began time.Time) error {
 	work, err := os.MkdirTemp("/tmp", "kbench-")
 	if err != nil {
 		return err
@@ -420,8 +466,15 @@ func runOnlyLeave(o options, began time.Time) error {
 	}
 	r := &Results{Began: began, Options: o, Machine: machineInfo()}
 	r.LoadBefore = loadAvg()
+	if o.only == "ha" {
+		ownNetnsPrefix.Store(haPrefix) // before the monitor's first look
+	}
 	mon := startMonitor()
-	r.Leave, err = runLeave(o, work, empty)
+	if o.only == "ha" {
+		r.HA, err = runHA(o, true)
+	} else {
+		r.Leave, err = runLeave(o, work, empty)
+	}
 	r.LoadAfter = loadAvg()
 	r.Load1, r.OtherLoad = mon.finish()
 	r.Took = time.Since(began)

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -53,6 +54,7 @@ type Results struct {
 	CP               []*cpResult
 	E2E              *e2eResult
 	Leave            *leaveResult
+	HA               *haResult
 	S3Total          int
 }
 
@@ -105,6 +107,7 @@ func otherLoad(into map[string]int) {
 		"kube-controller": true, "kube-scheduler": true, "compile": true, "link": true, "go": true}
 	counts := map[string]int{}
 	self := os.Getpid()
+	own := ownNetns()
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
@@ -112,6 +115,9 @@ func otherLoad(into map[string]int) {
 			continue
 		}
 		name := strings.TrimSpace(string(b))
+		if (watch[name] || strings.HasPrefix(name, "python") || name == "moto_server") && inOwnNetns(e.Name(), own) {
+			continue // figure 7's own cluster (its nodes and its aws host)
+		}
 		if watch[name] {
 			// Figure 6 runs its own etcd and kube-apiserver.
 			if pid, _ := strconv.Atoi(e.Name()); !descendsFrom(pid, self) {
@@ -146,6 +152,10 @@ func descendsFrom(pid, ancestor int) bool {
 	return false
 }
 
+// monitorPaused: the monitor takes no samples (figure 7 waits for the
+// machine's end-to-end lock).
+var monitorPaused atomic.Bool
+
 // monitor samples the machine's load while the benchmark runs.
 type monitor struct {
 	stop, done chan struct{}
@@ -160,13 +170,19 @@ func startMonitor() *monitor {
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
 		for i := 0; ; i++ {
-			if f := strings.Fields(loadAvg()); len(f) > 0 {
-				if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-					m.load1 = append(m.load1, v)
+			// Not while figure 7 waits for another end-to-end run to end:
+			// that run is not this one's load.
+			if monitorPaused.Load() {
+				i = -1 // the first look after the wait counts other processes
+			} else {
+				if f := strings.Fields(loadAvg()); len(f) > 0 {
+					if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+						m.load1 = append(m.load1, v)
+					}
 				}
-			}
-			if i%6 == 0 {
-				otherLoad(m.other)
+				if i%6 == 0 {
+					otherLoad(m.other)
+				}
 			}
 			select {
 			case <-m.stop:
@@ -242,6 +258,9 @@ func problems(r *Results) (out []string) {
 	if r.Leave != nil {
 		out = append(out, r.Leave.Problems...)
 	}
+	if r.HA != nil {
+		out = append(out, r.HA.Problems...)
+	}
 	return out
 }
 
@@ -292,12 +311,19 @@ func (r *Results) markdown() string {
 	iv := o.interval
 	m := r.Machine
 	title := "kubestrap vs the shell-script way"
-	if o.only == "leave" {
+	switch o.only {
+	case "leave":
 		title = "graceful node leave alone (-only leave)"
+	case "ha":
+		title = "HA control plane alone (-only ha)"
 	}
 	fmt.Fprintf(&b, "## %s: `make bench` of %s\n\n", title, r.Began.UTC().Format("2006-01-02 15:04 MST"))
+	took := r.Took.Round(time.Second).String()
+	if w := r.HA.lockWaited(); w >= time.Second {
+		took += fmt.Sprintf(" (%s of it waiting for the machine's end-to-end lock)", w.Round(time.Second))
+	}
 	fmt.Fprintf(&b, "- Machine: %d CPUs (%s), %s RAM, kernel %s, %s, %s. Run took %s.\n",
-		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.OS, m.Go, r.Took.Round(time.Second))
+		m.CPUs, m.CPUModel, m.MemTotal, m.Kernel, m.OS, m.Go, took)
 	other := "none"
 	if len(r.OtherLoad) > 0 {
 		other = strings.Join(r.OtherLoad, ", ")
@@ -305,9 +331,13 @@ func (r *Results) markdown() string {
 	fmt.Fprintf(&b, "- Load average before %s, after %s; 1-minute load during the run: median %.2f, max %.2f. "+
 		"Heavy processes that are not the benchmark's, seen during the run: %s.\n",
 		r.LoadBefore, r.LoadAfter, medianFloat(r.Load1), maxFloat(r.Load1), other)
-	if o.only == "leave" {
+	if o.only != "" {
 		b.WriteString("\n")
-		r.Leave.markdown(&b, "###")
+		if o.only == "leave" {
+			r.Leave.markdown(&b, "###")
+		} else {
+			r.HA.markdown(&b, "###")
+		}
 		if p := problems(r); len(p) > 0 {
 			b.WriteString("Problems seen:\n")
 			for _, x := range p {
@@ -542,6 +572,8 @@ func (r *Results) markdown() string {
 
 	// 6. Graceful node leave.
 	r.Leave.markdown(&b, "###")
+	// 7. HA control plane.
+	r.HA.markdown(&b, "###")
 
 	// Targets.
 	b.WriteString("### Targets (issue 6)\n\n")
@@ -596,7 +628,8 @@ func (r *Results) write(dir, md string) error {
 	r.Settings = map[string]string{"interval": o.interval.String(), "rounds": fmt.Sprint(o.rounds), "groups": fmt.Sprint(o.groups),
 		"shellBatch": fmt.Sprint(o.shellBatch), "shellPlan": fmt.Sprint(o.shellPlan), "waitWindow": o.waitWindow.String(),
 		"afterWindow": o.afterWindow.String(), "seed": fmt.Sprint(o.seed), "kubeBin": o.kubeBin, "only": o.only,
-		"leaveRounds": fmt.Sprint(o.leaveRounds), "leavePods": fmt.Sprint(o.leavePods), "leavePodStop": o.leaveStop.String()}
+		"leaveRounds": fmt.Sprint(o.leaveRounds), "leavePods": fmt.Sprint(o.leavePods), "leavePodStop": o.leaveStop.String(),
+		"e2eBuild": o.e2eBuild, "haRounds": fmt.Sprint(o.haRounds), "haReplace": o.haReplace, "haLock": o.haLock}
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
