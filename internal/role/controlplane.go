@@ -101,8 +101,13 @@ type ControlPlane struct {
 	// in this process yet); cpInfo the control-plane join info.
 	current *join.Info
 	cpInfo  *join.ControlPlaneInfo
+	// cpInfoLooked says whether the published control-plane join info was
+	// read since this node took the uploader lock.
+	cpInfoLooked bool
 	// cpInfoProblem is the last failure to refresh cpInfo, or "".
 	cpInfoProblem string
+	// uploaderSince is when this node last took the uploader lock.
+	uploaderSince time.Time
 	// failedGeneration is the control-plane join info generation this
 	// node's last control-plane join failed with (0: none).
 	failedGeneration int64
@@ -502,7 +507,7 @@ func (c *ControlPlane) publishLoop(ctx context.Context) error {
 		}
 		wait := min(at.Sub(c.Clock.Now()), max(nextVerify.Sub(c.Clock.Now()), 0))
 		if c.cpJoinEnabled() {
-			wait = min(wait, requestCheckInterval)
+			wait = min(wait, c.requestCheckEvery())
 		}
 		for _, r := range st.RetiredTokens {
 			wait = min(wait, r.DeleteAfter.Sub(c.Clock.Now()))

@@ -28,9 +28,13 @@ import (
 //     the same bootstrap token, and a certificate key of its own for every
 //     upload of the cluster's certificates (kubeadm init phase upload-certs
 //     --upload-certs --config, the key in a 0600 file, never on a command
-//     line). It uploads again when the token changed, when the upload is
-//     older than CertificatesLifetime less certificatesMargin, and when the
-//     kubeadm-certs Secret is gone (an operator deleted it).
+//     line). Asked, it uploads again when the upload is older than
+//     CertificatesLifetime less certificatesMargin, when the kubeadm-certs
+//     Secret is gone (an operator deleted it) or when a join failed with
+//     what is published. Whenever it replaces the join token it publishes
+//     cp/join.json again with the new token (and the same key while the
+//     upload is usable), asked or not, so that the document never names a
+//     token the agent is about to delete.
 //   - The joiners: a control-plane node that finds the cluster initialized
 //     by another instance reads cp/join.json, checks it against the
 //     initialized marker (same endpoint, same CA pin), takes
@@ -61,8 +65,24 @@ func (c *ControlPlane) cpJoinEnabled() bool {
 	return e != nil && e.ControlPlaneInfo != nil && e.JoinRequest != nil && e.JoinLock != nil && e.UploaderLock != nil
 }
 
-// requestCheckInterval is how often the uploader looks for a join request.
-const requestCheckInterval = 15 * time.Second
+// requestCheckInterval is how often the uploader looks for a join request;
+// requestCheckBurst how often during the first requestBurstWindow after it
+// took the uploader lock, when the control planes that booted with it are
+// about to ask (a simultaneous boot).
+const (
+	requestCheckInterval = 15 * time.Second
+	requestCheckBurst    = 3 * time.Second
+	requestBurstWindow   = 10 * time.Minute
+)
+
+// requestCheckEvery is how long the uploader's publish loop sleeps at most
+// before it looks for a join request again.
+func (c *ControlPlane) requestCheckEvery() time.Duration {
+	if c.Clock.Now().Before(c.uploaderSince.Add(requestBurstWindow)) {
+		return requestCheckBurst
+	}
+	return requestCheckInterval
+}
 
 // joinControlPlane joins this node to the control plane of the cluster m
 // names. It returns true once joined; false when it must be looked at
@@ -113,7 +133,7 @@ func (c *ControlPlane) joinControlPlane(ctx context.Context, m *lease.Initialize
 // it asked for it, polling every requestPoll.
 const (
 	requestWait = 3 * time.Minute
-	requestPoll = 5 * time.Second
+	requestPoll = 2 * time.Second
 )
 
 // awaitControlPlaneInfo returns usable control-plane join info: what is
@@ -292,6 +312,7 @@ func (c *ControlPlane) publishAsUploader(ctx context.Context) error {
 			}
 			return fmt.Errorf("uploader election: %w: %w", errLockConfig, err)
 		}
+		c.uploaderSince = c.Clock.Now()
 		c.Reporter.Update(func(s *state.State) { s.UploaderLockHolder = self })
 		c.Log.Info("holding the uploader lock: this node publishes join info", zap.Int64("lockGeneration", ls.Generation()))
 		err = c.publishLoop(ls.Context())
@@ -301,46 +322,61 @@ func (c *ControlPlane) publishAsUploader(ctx context.Context) error {
 		}
 		c.Log.Warn("lost the uploader lock; standing by", zap.Error(err), zap.NamedError("cause", context.Cause(ls.Context())))
 		c.Reporter.Update(func(s *state.State) { s.UploaderLockHolder = "" })
-		c.cpInfo = nil
+		c.cpInfo, c.cpInfoLooked = nil, false
 	}
 }
 
-// refreshControlPlaneInfo keeps <cluster>/cp/join.json usable: it uploads
-// the certificates with a fresh key and publishes the document again when
-// there is none from this node, the join token changed, the upload is about
-// to expire, or the kubeadm-certs Secret is gone.
+// refreshControlPlaneInfo keeps <cluster>/cp/join.json usable. Asked (a
+// join request), it uploads the certificates with a fresh key and publishes
+// the document again when there is none from this node, a join failed with
+// it, the upload is about to expire, or the kubeadm-certs Secret is gone.
+// Asked or not, it publishes the document again when it names a token other
+// than the one in join.json (the uploader replaced it), keeping the key
+// while the upload is usable.
 func (c *ControlPlane) refreshControlPlaneInfo(ctx context.Context) error {
 	reqStore := c.Election.JoinRequest
 	c.Progress.Within(RemoteCallTimeout)
 	qctx, qcancel := context.WithTimeout(ctx, RemoteCallTimeout)
 	reqObj, err := reqStore.Fetch(qctx, "")
 	qcancel()
+	asked := true
 	switch {
 	case errors.Is(err, join.ErrNotFound):
-		return nil // nobody asked: nothing is uploaded
+		asked = false
 	case err != nil:
 		return fmt.Errorf("read %s: %w", reqStore.URL(), err)
 	}
+	if !c.cpInfoLooked {
+		// Once per uploader lease: what an earlier uploader (or this node
+		// before a restart) published, so that its token is kept current.
+		if err := c.adoptPublishedControlPlaneInfo(ctx); err != nil {
+			return err
+		}
+		c.cpInfoLooked = true
+	}
+	if !asked && c.cpInfo == nil {
+		return nil // nobody asked and nothing is published: nothing is uploaded
+	}
 	// Only the failed generation matters; an unreadable request still asks.
 	var req join.ControlPlaneJoinRequest
-	_ = json.Unmarshal(reqObj.Body, &req)
+	if asked {
+		_ = json.Unmarshal(reqObj.Body, &req)
+	}
 	st := c.Reporter.State()
 	current, err := c.currentJoinInfo(ctx, st)
 	if err != nil {
 		return err
 	}
 	now := c.Clock.Now()
-	reason := ""
+	reason, upload := "", true
 	switch {
 	case c.cpInfo == nil:
 		reason = fmt.Sprintf("%s asked to join and none was published by this node yet", req.Requester)
-	case req.FailedGeneration >= c.cpInfo.Generation:
+	case asked && req.FailedGeneration >= c.cpInfo.Generation:
 		reason = fmt.Sprintf("%s failed to join with generation %d", req.Requester, req.FailedGeneration)
-	case c.cpInfo.Token != current.Token:
-		reason = "the join token changed"
-	case now.After(c.cpInfo.CertificatesExpireAt().Add(-certificatesMargin)):
+	case (asked || c.cpInfo.Token != current.Token) && now.After(c.cpInfo.CertificatesExpireAt().Add(-certificatesMargin)):
 		reason = "the uploaded certificates expire soon"
-	case c.Election.CertificatesUploaded != nil:
+	case (asked || c.cpInfo.Token != current.Token) && c.Election.CertificatesUploaded != nil:
 		c.Progress.Within(RemoteCallTimeout)
 		sctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
 		ok, err := c.Election.CertificatesUploaded(sctx)
@@ -352,21 +388,74 @@ func (c *ControlPlane) refreshControlPlaneInfo(ctx context.Context) error {
 			reason = "the kubeadm-certs Secret is gone"
 		}
 	}
+	if reason == "" && c.cpInfo.Token != current.Token {
+		// The upload is usable: the same key with the new token.
+		reason, upload = "the join token changed", false
+	}
 	if reason == "" {
+		if !asked {
+			return nil
+		}
 		// What is published answers the request.
 		return c.deleteRequest(ctx, reqObj.ETag)
 	}
+	key, uploadedAt := "", time.Time{}
+	if upload {
+		if key, uploadedAt, err = c.uploadCertificates(ctx, reason); err != nil {
+			return err
+		}
+	} else {
+		key, uploadedAt = c.cpInfo.CertificateKey, c.cpInfo.CertificatesUploadedAt
+	}
+	if err := c.publishControlPlaneInfo(ctx, current, key, uploadedAt, reason); err != nil {
+		return err
+	}
+	if !asked {
+		return nil
+	}
+	return c.deleteRequest(ctx, reqObj.ETag)
+}
+
+// adoptPublishedControlPlaneInfo makes what <cluster>/cp/join.json holds
+// (valid, for this cluster's endpoint and CA) this node's cpInfo; nothing
+// when there is none or it is unusable (a joiner asks for new info then).
+func (c *ControlPlane) adoptPublishedControlPlaneInfo(ctx context.Context) error {
+	store := c.Election.ControlPlaneInfo
+	c.Progress.Within(RemoteCallTimeout)
+	fctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	f, err := store.Fetch(fctx, "")
+	cancel()
+	switch {
+	case errors.Is(err, join.ErrNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read %s: %w", store.URL(), err)
+	}
+	info, err := join.ParseControlPlane(f.Body, join.Expectations{Cluster: c.Config.Cluster, Now: c.Clock.Now()})
+	if err != nil || info.APIServerEndpoint != c.endpoint {
+		c.Log.Info("the published control-plane join info is not usable; it is replaced at the next join request",
+			zap.String("object", store.URL()), zap.NamedError("reason", err))
+		return nil
+	}
+	c.cpInfo = info
+	return nil
+}
+
+// uploadCertificates uploads the cluster's certificates into the
+// kubeadm-certs Secret with a fresh key (kubeadm init phase upload-certs,
+// the key in a 0600 file that is removed) and returns the key and when.
+func (c *ControlPlane) uploadCertificates(ctx context.Context, reason string) (string, time.Time, error) {
 	key, err := join.NewCertificateKey()
 	if err != nil {
-		return err
+		return "", time.Time{}, err
 	}
 	doc, err := kubeadm.UploadCertsConfig(c.Config, c.Node, key)
 	if err != nil {
-		return fmt.Errorf("build the upload-certs configuration: %w", err)
+		return "", time.Time{}, fmt.Errorf("build the upload-certs configuration: %w", err)
 	}
 	path := filepath.Join(c.Config.StateDir, uploadCertsConfigName)
 	if err := fsutil.WriteFileAtomic(path, doc, 0o600); err != nil {
-		return fmt.Errorf("write the upload-certs configuration: %w", err)
+		return "", time.Time{}, fmt.Errorf("write the upload-certs configuration: %w", err)
 	}
 	uploadedAt := c.Clock.Now()
 	c.Progress.Within(RemoteCallTimeout + kubeadm.GracePeriod)
@@ -375,8 +464,15 @@ func (c *ControlPlane) refreshControlPlaneInfo(ctx context.Context) error {
 	cancel()
 	_ = os.Remove(path) // it holds the certificate key
 	if err != nil {
-		return fmt.Errorf("upload the certificates (%s): %w", reason, err)
+		return "", time.Time{}, fmt.Errorf("upload the certificates (%s): %w", reason, err)
 	}
+	return key, uploadedAt, nil
+}
+
+// publishControlPlaneInfo publishes <cluster>/cp/join.json for the token of
+// current with key (an upload at uploadedAt), under the next generation.
+func (c *ControlPlane) publishControlPlaneInfo(ctx context.Context, current *join.Info, key string, uploadedAt time.Time, reason string) error {
+	st := c.Reporter.State()
 	store := c.Election.ControlPlaneInfo
 	c.Progress.Within(RemoteCallTimeout)
 	pctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
@@ -414,7 +510,7 @@ func (c *ControlPlane) refreshControlPlaneInfo(ctx context.Context) error {
 	})
 	c.Log.Info("published control-plane join info", zap.String("object", store.URL()), zap.String("reason", reason),
 		zap.Int64("generation", gen), zap.String("tokenID", info.TokenID()), zap.Time("certificatesExpireAt", info.CertificatesExpireAt()))
-	return c.deleteRequest(ctx, reqObj.ETag)
+	return nil
 }
 
 // deleteRequest removes the join request if it is still the one answered.

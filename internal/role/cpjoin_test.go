@@ -330,7 +330,8 @@ func TestInterruptedControlPlaneJoinIsRedone(t *testing.T) {
 
 // The uploader stops: the standby control plane takes the uploader lock,
 // adopts the published join info (same endpoint, CA and a live token) and
-// keeps both kinds fresh.
+// the control-plane join info (the upload is usable: a request is answered
+// by it, without a new upload) and keeps both kinds fresh.
 func TestStandbyTakesOverPublishing(t *testing.T) {
 	a := startHA(t)
 	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
@@ -346,11 +347,27 @@ func TestStandbyTakesOverPublishing(t *testing.T) {
 	if got := b.h.published(t).Generation; got < gen {
 		t.Errorf("join info generation went back from %d to %d", gen, got)
 	}
+	first := b.cpInfo(t)
+	uploads := len(b.h.kubeadm.CallsOf("init phase upload-certs")) // the cluster's, the first node's included
 	b.request(t, 0)
 	drive(t, "the new uploader to answer a request", func() bool { return !b.requestPending() }, b)
-	if info := b.cpInfo(t); info.APIServerEndpoint != haEndpoint || info.Generation < 2 {
-		t.Errorf("control-plane join info endpoint %s generation %d (want %s, after the first node's 1)",
-			info.APIServerEndpoint, info.Generation, haEndpoint)
+	if info := b.cpInfo(t); info.APIServerEndpoint != haEndpoint || info.Generation != first.Generation ||
+		info.CertificateKey != first.CertificateKey {
+		t.Errorf("control-plane join info endpoint %s generation %d (want %s and the first node's generation %d, "+
+			"its key kept)", info.APIServerEndpoint, info.Generation, haEndpoint, first.Generation)
+	}
+	if n := len(b.h.kubeadm.CallsOf("init phase upload-certs")) - uploads; n != 0 {
+		t.Errorf("the new uploader uploaded the certificates %d times, want 0 (the published upload is usable)", n)
+	}
+	// The first node's Secret is deleted: the next request gets a new upload.
+	if err := os.Remove(filepath.Join(b.h.kubeadm.Dir, "kubeadm-certs")); err != nil {
+		t.Fatal(err)
+	}
+	b.request(t, 0)
+	drive(t, "the new uploader to answer a request", func() bool { return !b.requestPending() }, b)
+	if info := b.cpInfo(t); info.Generation != first.Generation+1 || info.CertificateKey == first.CertificateKey {
+		t.Errorf("after the Secret was deleted: generation %d (want %d), new key %v", info.Generation,
+			first.Generation+1, info.CertificateKey != first.CertificateKey)
 	}
 }
 
@@ -401,4 +418,106 @@ func TestUploaderVerifiesJoinInfoAtItsOwnCadence(t *testing.T) {
 		a.clk.Step(5 * time.Second)
 	}
 	eventually(t, "the request to be answered", func() bool { return !a.requestPending() })
+}
+
+// When the uploader replaces the join token, it publishes the control-plane
+// join info again with the new token, asked or not, so the document never
+// names a token that is about to be deleted: with the same key while the
+// upload is usable, with a new upload once it is about to expire.
+func TestControlPlaneInfoFollowsTheJoinToken(t *testing.T) {
+	a := newHANode(t, nil, nil, 0)
+	a.h.cfg.ControlPlane.TokenTTL.Duration = time.Hour // a new token every 30 minutes
+	a.stop = start(t, a.cp.Run)
+	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
+	uploads := func() int { return len(a.h.kubeadm.CallsOf("init phase upload-certs")) }
+	step := func(d time.Duration) {
+		for end := a.clk.Now().Add(d); a.clk.Now().Before(end); {
+			eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+			a.clk.Step(5 * time.Second)
+		}
+		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+	}
+	a.request(t, 0)
+	step(20 * time.Second)
+	first := a.cpInfo(t)
+	if uploads() != 1 || first.TokenID() != a.state().TokenID {
+		t.Fatalf("after a request: %d uploads (want 1), token %s (join info's %s)", uploads(), first.TokenID(), a.state().TokenID)
+	}
+	step(31 * time.Minute) // the token was replaced at 30 minutes; nobody asked
+	second := a.cpInfo(t)
+	switch {
+	case second.TokenID() == first.TokenID() || second.TokenID() != a.state().TokenID:
+		t.Errorf("after the token was replaced: control-plane join info names %s, join info %s (was %s)",
+			second.TokenID(), a.state().TokenID, first.TokenID())
+	case second.CertificateKey != first.CertificateKey || !second.CertificatesUploadedAt.Equal(first.CertificatesUploadedAt):
+		t.Error("the certificate key or upload time changed without a new upload")
+	case uploads() != 1:
+		t.Errorf("%d uploads, want 1 (the upload is usable)", uploads())
+	case second.Generation != first.Generation+1:
+		t.Errorf("generation %d after %d", second.Generation, first.Generation)
+	}
+	// The token replaced at 120 minutes finds the upload (at 15 s) less
+	// than certificatesMargin from kubeadm's deletion of the Secret: it is
+	// uploaded again (at 90 minutes it was not yet).
+	step(90 * time.Minute)
+	third := a.cpInfo(t)
+	if uploads() != 2 || third.CertificateKey == first.CertificateKey || third.TokenID() != a.state().TokenID {
+		t.Errorf("after 121 minutes: %d uploads (want 2), new key %v, token %s (join info's %s)", uploads(),
+			third.CertificateKey != first.CertificateKey, third.TokenID(), a.state().TokenID)
+	}
+	if a.requestPending() {
+		t.Error("the request is still pending")
+	}
+	assertNoKey(t, first.CertificateKey, a)
+	assertNoKey(t, third.CertificateKey, a)
+}
+
+// In the first minutes after it took the uploader lock (when the control
+// planes booted with it ask) the uploader looks for a join request every
+// requestCheckBurst; later every requestCheckInterval.
+func TestUploaderLooksForRequestsOftenAfterTakingTheLock(t *testing.T) {
+	a := startHA(t)
+	burstEnd := a.clk.Now().Add(requestBurstWindow) // the lock was taken before now
+	answeredWithin := func() time.Duration {
+		t.Helper()
+		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+		a.request(t, 0)
+		start := a.clk.Now()
+		for a.clk.Now().Sub(start) < time.Minute {
+			eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+			if !a.requestPending() {
+				return a.clk.Now().Sub(start)
+			}
+			a.clk.Step(time.Second)
+		}
+		t.Fatal("a join request was not answered within a minute")
+		return 0
+	}
+	if d := answeredWithin(); d > requestCheckBurst {
+		t.Errorf("a request right after the lock was taken was answered after %s, want within %s", d, requestCheckBurst)
+	}
+	gets := func(d time.Duration) int {
+		before := a.h.s3.Counts.Snapshot()
+		for end := a.clk.Now().Add(d); a.clk.Now().Before(end); {
+			eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+			a.clk.Step(time.Second)
+		}
+		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+		after := a.h.s3.Counts.Snapshot()
+		return (after.Gets - after.Conditional) - (before.Gets - before.Conditional)
+	}
+	inWindow := gets(3 * time.Minute)
+	for a.clk.Now().Before(burstEnd) {
+		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
+		a.clk.Step(5 * time.Second)
+	}
+	later := gets(3 * time.Minute)
+	t.Logf("plain GETs in 3 minutes: %d in the first %s, %d later", inWindow, requestBurstWindow, later)
+	if inWindow < 50 || later > 15 {
+		t.Errorf("plain GETs in 3 minutes: %d in the first %s (want a look every %s), %d later (want one every %s)",
+			inWindow, requestBurstWindow, requestCheckBurst, later, requestCheckInterval)
+	}
+	if d := answeredWithin(); d > requestCheckInterval {
+		t.Errorf("a request after the first %s was answered after %s, want within %s", requestBurstWindow, d, requestCheckInterval)
+	}
 }
