@@ -33,9 +33,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"time"
 
+	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
@@ -136,6 +138,10 @@ type Cleaner struct {
 	Progress  *progress.Heartbeat
 
 	warned map[string]bool
+	// recordsProblem is the kind (errorClass) of the last failure to read
+	// the leave records, or "" while they are readable: a lasting failure is
+	// logged once, not at every pass.
+	recordsProblem string
 }
 
 func (c *Cleaner) defaults() {
@@ -218,8 +224,11 @@ func (c *Cleaner) Once(ctx context.Context) (Round, error) {
 	if c.Records != nil {
 		if records, err = c.Records.List(ctx); err != nil {
 			// Records are hints: go on with EC2 alone.
-			c.Log.Warn("cannot read the leave records; going on without them", zap.Error(err))
+			c.recordsFailed(ctx, err)
 			records = nil
+		} else if c.recordsProblem != "" {
+			c.recordsProblem = ""
+			c.Log.Info("the leave records are readable again")
 		}
 	}
 	recorded := map[string]leave.StoredRecord{}
@@ -337,6 +346,39 @@ func (c *Cleaner) Once(ctx context.Context) (Round, error) {
 		delete(c.warned, rec.Key)
 	}
 	return r, errors.Join(failed...)
+}
+
+// recordsFailed logs a failure to read the leave records once per kind:
+// the same failure at every pass (say, AccessDenied) is not logged again
+// until it changes or the records are readable again.
+func (c *Cleaner) recordsFailed(ctx context.Context, err error) {
+	class := errorClass(err)
+	if ctx.Err() != nil || class == c.recordsProblem {
+		return
+	}
+	c.recordsProblem = class
+	c.Log.Warn("cannot read the leave records; going on without them, and logging this again only when the error changes",
+		zap.String("class", class), zap.Error(err))
+}
+
+// errorClass names the kind of an error, for logging each kind once: the
+// AWS error code, a timeout, a network failure; never a request ID or a
+// message that changes from one attempt to the next.
+func errorClass(err error) string {
+	var apiErr smithy.APIError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.As(err, &apiErr):
+		return "api:" + apiErr.ErrorCode()
+	case errors.As(err, &netErr):
+		if netErr.Timeout() {
+			return "timeout"
+		}
+		return "network"
+	}
+	return "other"
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -3,6 +3,7 @@ package nodecleanup
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -10,6 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/smithy-go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/kubestrap/kubestrap/internal/leave"
@@ -316,6 +321,75 @@ func TestRecordsUnreadable(t *testing.T) {
 	}
 	if !slices.Equal(nodes.deleted, []string{"w1/uid-w1"}) {
 		t.Errorf("deleted %v, want w1", nodes.deleted)
+	}
+}
+
+// A lasting failure to read the leave records is logged once per kind of
+// error, not at every pass (each pass's error names its own request ID), and
+// once more when the records are readable again.
+func TestRecordsUnreadableIsLoggedOncePerKind(t *testing.T) {
+	nodes := &fakeNodes{nodes: []Node{node(selfNode, selfID, true, 0), node("w1", idA, true, 0)}}
+	ec2 := &fakeEC2{states: map[string]string{selfID: "running", idA: "running"}}
+	recs := &fakeRecords{}
+	c := newCleaner(nodes, ec2, recs)
+	core, logs := observer.New(zapcore.InfoLevel)
+	c.Log = zap.New(core)
+	pass := 0
+	apiErr := func(code string) error {
+		pass++
+		return fmt.Errorf("list s3://b/c/leave/: operation error S3: ListObjectsV2, RequestID: req-%d, %w",
+			pass, &smithy.GenericAPIError{Code: code, Message: "no"})
+	}
+	passes := func(n int, err func() error) {
+		t.Helper()
+		for range n {
+			recs.listErr = nil
+			if err != nil {
+				recs.listErr = err()
+			}
+			if _, err := c.Once(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	type line struct {
+		level zapcore.Level
+		msg   string
+		class string
+	}
+	got := func() []line {
+		var out []line
+		for _, e := range logs.TakeAll() {
+			class, _ := e.ContextMap()["class"].(string)
+			out = append(out, line{e.Level, e.Message, class})
+		}
+		return out
+	}
+	const unreadable = "cannot read the leave records; going on without them, and logging this again only when the error changes"
+	const readable = "the leave records are readable again"
+
+	passes(5, func() error { return apiErr("SignatureDoesNotMatch") })
+	if l := got(); !slices.Equal(l, []line{{zapcore.WarnLevel, unreadable, "api:SignatureDoesNotMatch"}}) {
+		t.Errorf("five failing passes logged %v, want one warning", l)
+	}
+	passes(3, nil)
+	if l := got(); !slices.Equal(l, []line{{zapcore.InfoLevel, readable, ""}}) {
+		t.Errorf("three passes that read the records logged %v, want one %q", l, readable)
+	}
+	// Another kind of failure is logged, once; a change of kind again.
+	passes(2, func() error { return apiErr("AccessDenied") })
+	passes(2, func() error { return context.DeadlineExceeded })
+	want := []line{{zapcore.WarnLevel, unreadable, "api:AccessDenied"}, {zapcore.WarnLevel, unreadable, "timeout"}}
+	if l := got(); !slices.Equal(l, want) {
+		t.Errorf("two failing passes of each of two kinds logged %v, want %v", l, want)
+	}
+	// A pass cut short by the end of the agent's context logs nothing.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	recs.listErr = context.Canceled
+	_, _ = c.Once(ctx)
+	if l := got(); len(l) != 0 {
+		t.Errorf("a pass after the context ended logged %v", l)
 	}
 }
 
