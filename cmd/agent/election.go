@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -14,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubestrap/kubestrap/internal/config"
+	"github.com/kubestrap/kubestrap/internal/etcdmember"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/lease"
@@ -43,7 +48,42 @@ func newElection(cfg *config.AgentConfig, node kubeadm.Node, s3Client *s3.Client
 		JoinLock:             lock(lease.JoinLock),
 		UploaderLock:         lock(lease.UploaderLock),
 		CertificatesUploaded: func(ctx context.Context) (bool, error) { return certificatesSecretExists(ctx, admin) },
+		JoinUndoSafe: func(ctx context.Context) (bool, string, error) {
+			return joinUndoSafe(ctx, cfg.Kubeadm.ConfigDir, node)
+		},
 	}
+}
+
+// joinUndoSafe says whether kubeadm reset -f of this node's unfinished
+// control-plane join keeps the etcd quorum (etcdmember.OwnRemovalSafe,
+// asking the local member and then the members its etcd manifest joined).
+// Without the etcd client certificate or the etcd manifest the join never
+// started an etcd member of this node (kubeadm writes both before), so
+// there is no voter to lose.
+func joinUndoSafe(ctx context.Context, configDir string, node kubeadm.Node) (bool, string, error) {
+	for _, f := range []string{filepath.Join(configDir, "pki", "apiserver-etcd-client.key"),
+		filepath.Join(configDir, "manifests", "etcd.yaml")} {
+		switch _, err := os.Stat(f); {
+		case errors.Is(err, fs.ErrNotExist):
+			return true, "the join wrote no " + f + ": it never started an etcd member of this node", nil
+		case err != nil:
+			return false, "", fmt.Errorf("look for %s: %w", f, err)
+		}
+	}
+	c, err := etcdmember.NewKubeadmWithPeers(configDir, node.IP)
+	if err != nil {
+		return false, "", err
+	}
+	defer c.Close()
+	r, err := c.OwnRemovalSafe(ctx, etcdmember.Target{Name: node.Name, PeerHost: node.IP})
+	if err != nil {
+		return false, "", err
+	}
+	switch r.Decision {
+	case etcdmember.Safe, etcdmember.NotFound:
+		return true, "this node's etcd member: " + r.Reason, nil
+	}
+	return false, "this node's etcd member " + r.Member.String() + ": " + r.Reason, nil
 }
 
 var secretsResource = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}

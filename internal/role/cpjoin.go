@@ -258,6 +258,9 @@ func (c *ControlPlane) joinUnderLease(ctx context.Context, ls *lease.Lease, info
 // Until the reset succeeded controlPlaneJoinStartedAt stays, so a restart in
 // between undoes it too.
 func (c *ControlPlane) undoControlPlaneJoin(ctx context.Context, why string) error {
+	if err := c.awaitSafeJoinUndo(ctx, why); err != nil {
+		return err
+	}
 	if err := c.resetUntilDone(ctx, state.PhaseJoinFailed, "control-plane join",
 		why+"; undoing this node's unfinished control-plane join with kubeadm reset -f"); err != nil {
 		return err
@@ -265,6 +268,49 @@ func (c *ControlPlane) undoControlPlaneJoin(ctx context.Context, why string) err
 	c.Reporter.Update(func(s *state.State) { s.ControlPlaneJoinStartedAt, s.InitializedAt = time.Time{}, time.Time{} })
 	c.Log.Info("undid this node's unfinished control-plane join")
 	return nil
+}
+
+// joinUndoRecheck is how often an unfinished control-plane join whose undo
+// would cost the cluster its quorum is looked at again; joinUndoCheckTimeout
+// bounds one look (the member list and the health probes).
+const (
+	joinUndoRecheck      = 10 * time.Second
+	joinUndoCheckTimeout = 30 * time.Second
+)
+
+// awaitSafeJoinUndo returns once undoing this node's unfinished
+// control-plane join keeps the cluster's quorum (Election.JoinUndoSafe), or
+// when ctx ends. Meanwhile the node is JoinFailed and says why it waits:
+// typically its own etcd member, already a voter of two, is down until the
+// kubelet starts it again from its manifest.
+func (c *ControlPlane) awaitSafeJoinUndo(ctx context.Context, why string) error {
+	if c.Election == nil || c.Election.JoinUndoSafe == nil {
+		return nil
+	}
+	for {
+		c.Progress.Within(joinUndoCheckTimeout)
+		cctx, cancel := context.WithTimeout(ctx, joinUndoCheckTimeout)
+		safe, reason, err := c.Election.JoinUndoSafe(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil && safe {
+			c.Log.Info("undoing the unfinished control-plane join keeps the etcd quorum", zap.String("reason", reason))
+			return nil
+		}
+		class := "unsafe"
+		if err != nil {
+			class, reason = "unknown:"+errorClass(err), fmt.Sprintf("cannot tell whether it keeps the etcd quorum: %v", err)
+		}
+		c.Reporter.Condition(state.PhaseJoinFailed, "undo-waits:"+class, fmt.Sprintf(
+			"%s; not undoing it yet (kubeadm reset -f would remove this node's etcd member and delete its data): %s; "+
+				"looking again every %s (the kubelet starts this node's etcd again from its manifest; if the cluster "+
+				"is gone for good, see \"Losing every control plane\" in docs/deploy.md)", why, reason, joinUndoRecheck))
+		if err := sleep(ctx, c.Clock, c.Progress, joinUndoRecheck); err != nil {
+			return err
+		}
+	}
 }
 
 // releaseLock gives a lock up; a failure only costs the others the rest of

@@ -2,9 +2,11 @@ package role
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -325,6 +327,56 @@ func TestInterruptedControlPlaneJoinIsRedone(t *testing.T) {
 	}
 	if st := b.state(); st.ControlPlaneJoinedAt.IsZero() || !st.ControlPlaneJoinStartedAt.IsZero() {
 		t.Errorf("state after the redone join: %+v", st)
+	}
+}
+
+// An interrupted control-plane join whose undo would cost the cluster its
+// etcd quorum (this node's member a voter of two, its etcd down) is not
+// undone: the node is JoinFailed, says why, and looks again until the undo
+// is safe (its etcd back); only then kubeadm reset -f, and the join again.
+func TestUnsafeJoinUndoWaitsForQuorum(t *testing.T) {
+	a := startHA(t)
+	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
+	b.h.reporter.Update(func(s *state.State) { s.ControlPlaneJoinStartedAt = t0 })
+	var mu sync.Mutex
+	looks, safe := 0, false
+	b.cp.Election.JoinUndoSafe = func(context.Context) (bool, string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		looks++
+		if looks == 2 {
+			return false, "", errors.New("list etcd members: connection refused")
+		}
+		if !safe {
+			return false, "its member is one of 2 voting members and only 1 are healthy", nil
+		}
+		return true, "its member is one of 2 voting members; 2 healthy", nil
+	}
+	resets := func() int { return len(b.h.kubeadm.CallsOf("reset")) }
+	start(t, b.cp.Run)
+	eventually(t, "the unsafe undo to be reported", func() bool {
+		return b.h.notifier.sawStatus("only 1 are healthy") && b.state().Phase == state.PhaseJoinFailed
+	})
+	for i := 0; i < 6; i++ { // a minute of looks
+		eventually(t, "the node to wait", b.clk.HasWaiters)
+		b.clk.Step(joinUndoRecheck)
+	}
+	eventually(t, "the node to wait", b.clk.HasWaiters)
+	if n := resets(); n != 0 {
+		t.Fatalf("%d kubeadm resets while the undo would cost the quorum", n)
+	}
+	if !b.h.notifier.sawStatus("cannot tell whether it keeps the etcd quorum: list etcd members: connection refused") {
+		t.Error("a failed look was not reported")
+	}
+	mu.Lock()
+	safe = true
+	mu.Unlock()
+	drive(t, "the second node to stand by", func() bool { return b.state().Phase == state.PhaseStandby }, a, b)
+	if n := resets(); n != 1 {
+		t.Errorf("%d kubeadm resets, want 1 once the undo was safe", n)
+	}
+	if st := b.state(); st.ControlPlaneJoinedAt.IsZero() {
+		t.Errorf("not joined after the undo: %+v", st)
 	}
 }
 

@@ -54,6 +54,13 @@ type InitElection struct {
 	// CertificatesUploaded says whether the kubeadm-certs Secret exists
 	// (nil: not checked; the upload is then renewed by age only).
 	CertificatesUploaded func(ctx context.Context) (bool, error)
+	// JoinUndoSafe says whether this node's unfinished control-plane join
+	// may be undone now: kubeadm reset -f removes the node's etcd member
+	// and deletes the member's data even when that removal fails, so it
+	// must not run while removing the member would cost the cluster its
+	// quorum (a promoted second member whose etcd is down). false comes
+	// with the reason; nil: always safe.
+	JoinUndoSafe func(ctx context.Context) (safe bool, reason string, err error)
 }
 
 // errLockConfig wraps an Acquire that ended for a reason other than its
