@@ -25,7 +25,7 @@ import (
 // boot fresh nodes with the same instance IDs, the worker w1 with them).
 // Each round must end the same way: one kubeadm init that succeeded, three
 // etcd voters, every Node Ready, the worker joined through the load
-// balancer. Three rounds add a fault, with the real kubeadm:
+// balancer. Rounds 2-5 add a fault each, with the real kubeadm:
 //   - round 2: power loss of the holder right after it took the init lock
 //     (PID 1 killed, its EC2 instance stopped): another control plane
 //     initializes once the lease ran out (EC2 says stopped); the holder,
@@ -35,7 +35,10 @@ import (
 //     (gives the lock up, undoes its init with kubeadm reset) and there is
 //     still one cluster;
 //   - round 4: a control plane joining loses power once its etcd member is
-//     listed, and is started again: no stale member is left.
+//     listed, and is started again: no stale member is left;
+//   - round 5: the first control plane to join loses power right after its
+//     etcd member became a voter (two voters, one down: no quorum); it
+//     undoes its join only once that keeps the quorum, then joins again.
 // The scenarios after this one (ha_test.go) run on the cluster of round 5.
 
 // haRoundNodes are the nodes every round boots at once.
@@ -65,6 +68,8 @@ func TestHABootsAtOnceFiveTimesInARow(t *testing.T) {
 			hold = stopTheInitLockHolderPastItsLease
 		case 4:
 			hold = powerLossOfAJoiningControlPlane
+		case 5:
+			hold = powerLossOfAPromotedControlPlane
 		}
 		bootHARound(t, round, hold)
 		took = append(took, fmt.Sprintf("round %d: %s", round, time.Since(start).Round(time.Second)))
@@ -288,14 +293,7 @@ func killInitLockHolder(t *testing.T, timeout time.Duration) (string, time.Time)
 			if err != nil || st.InitLockHolder == "" {
 				continue
 			}
-			b, err := os.ReadFile(filepath.Join(runDir, "sd", "nodes", machine(n), "leader.pid"))
-			pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil || pid <= 1 {
-				t.Fatalf("%s: no PID 1 recorded: %v", n, err)
-			}
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatalf("%s: kill -9 of its PID 1 (%d): %v", n, pid, err)
-			}
+			pid := killPID1(t, n)
 			t.Logf("%s holds the init lock (its state file, after %s): its PID 1 (%d) killed", n, time.Since(start).Round(10*time.Millisecond), pid)
 			return n, time.Now()
 		}
@@ -431,15 +429,7 @@ func signal(t *testing.T, pids []int, sig syscall.Signal) {
 // all voters).
 func powerLossOfAJoiningControlPlane(t *testing.T) string {
 	j := initLockHolder(t, "running kubeadm", "kubeadm join", 8*time.Minute)
-	var initializer string
-	for _, n := range haControlPlanes {
-		if n != j && countRuns(kubeadmRuns(agentLogLines(t, n)), "kubeadm init", func(r kubeadmRun) bool { return r.OK }) > 0 {
-			initializer = n
-		}
-	}
-	if initializer == "" {
-		t.Fatalf("%s joins, but no control plane's kubeadm init succeeded", j)
-	}
+	initializer := initializerOtherThan(t, j)
 	var member etcdMember
 	start := time.Now()
 	for found := false; !found; time.Sleep(100 * time.Millisecond) {
@@ -453,14 +443,7 @@ func powerLossOfAJoiningControlPlane(t *testing.T) string {
 			}
 		}
 	}
-	b, err := os.ReadFile(filepath.Join(runDir, "sd", "nodes", machine(j), "leader.pid"))
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("%s: no PID 1 recorded: %v", j, err)
-	}
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("%s: kill -9 of its PID 1: %v", j, err)
-	}
+	killPID1(t, j)
 	mustScript(t, "node.sh", "poweroff", j)
 	finished := countRuns(kubeadmRuns(agentLogLines(t, j)), "kubeadm join", func(r kubeadmRun) bool { return r.Finished }) > 0
 	t.Logf("%s lost power %s after its kubeadm join began, its etcd member %+v listed (join finished: %v)",
@@ -474,6 +457,94 @@ func powerLossOfAJoiningControlPlane(t *testing.T) string {
 	runs := kubeadmRuns(agentLogLines(t, j))
 	return fmt.Sprintf("%s lost power inside kubeadm join (its etcd member listed, learner %v); started again, its kubeadm runs: %v",
 		j, member.IsLearner, runsSummary(runs))
+}
+
+// powerLossOfAPromotedControlPlane (round 5): the first control plane to
+// join loses power inside its kubeadm join right after its etcd member was
+// promoted to a voter: two voters, one down, so etcd has no quorum until
+// that node's etcd runs again. Started again, its agent must not run
+// kubeadm reset -f before then (reset deletes the member's data even when
+// it cannot remove the member, which would leave the cluster without quorum
+// for good): it waits, undoes the join once that keeps the quorum, and joins
+// again; checkHARound then finds three voters.
+func powerLossOfAPromotedControlPlane(t *testing.T) string {
+	j := initLockHolder(t, "running kubeadm", "kubeadm join", 8*time.Minute)
+	initializer := initializerOtherThan(t, j)
+	start := time.Now()
+	for promoted := false; !promoted; time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > 3*time.Minute {
+			t.Fatalf("%s's etcd member did not become a voter within 3 minutes of its kubeadm join", j)
+		}
+		ms, _ := etcdMembers(t, initializer)
+		for _, m := range ms {
+			promoted = promoted || m.Name == j && !m.IsLearner
+		}
+	}
+	killPID1(t, j)
+	mustScript(t, "node.sh", "poweroff", j)
+	if countRuns(kubeadmRuns(agentLogLines(t, j)), "kubeadm join", func(r kubeadmRun) bool { return r.Finished }) > 0 {
+		t.Fatalf("%s's kubeadm join had finished when it lost power: the fault missed the window it tests", j)
+	}
+	lost := time.Now()
+	t.Logf("%s lost power %s after its kubeadm join began, its etcd member a voter of two", j, lost.Sub(start).Round(100*time.Millisecond))
+	time.Sleep(10 * time.Second)
+	mustScript(t, "node.sh", "start", j)
+	eventually(t, 6*time.Minute, j+" started again and joined as a control plane", func() (bool, string) {
+		st := agentState(t, j)
+		return !st.ControlPlaneJoinedAt.IsZero(), fmt.Sprintf("phase %s: %s", st.Phase, st.Message)
+	})
+	// After the power loss: no kubeadm reset before the agent found that
+	// undoing the join keeps the quorum.
+	var after []logLine
+	for _, l := range agentLogLines(t, j) {
+		if l.Time.After(lost) {
+			after = append(after, l)
+		}
+	}
+	safe, waits := "", 0
+	for _, l := range after {
+		switch {
+		case strings.Contains(l.Msg, "not undoing it yet"):
+			waits++
+		case l.Msg == "undoing the unfinished control-plane join keeps the etcd quorum":
+			safe = l.str("reason")
+		case l.Msg == "running kubeadm" && l.str("command") == "kubeadm reset" && safe == "":
+			t.Errorf("%s ran kubeadm reset before it found that undoing its join keeps the etcd quorum", j)
+		}
+	}
+	if safe == "" {
+		t.Errorf("%s never logged that undoing its join keeps the etcd quorum", j)
+	}
+	return fmt.Sprintf("%s lost power inside kubeadm join (its etcd member a voter of two); started again it waited "+
+		"(%d warnings), then %q; its kubeadm runs since: %v", j, waits, safe, runsSummary(kubeadmRuns(after)))
+}
+
+// initializerOtherThan is the control plane other than j whose kubeadm
+// init succeeded.
+func initializerOtherThan(t *testing.T, j string) string {
+	t.Helper()
+	for _, n := range haControlPlanes {
+		if n != j && countRuns(kubeadmRuns(agentLogLines(t, n)), "kubeadm init", func(r kubeadmRun) bool { return r.OK }) > 0 {
+			return n
+		}
+	}
+	t.Fatalf("%s joins, but no control plane's kubeadm init succeeded", j)
+	return ""
+}
+
+// killPID1 kills node n's PID 1 (sdnode.sh's leader.pid) at once: every
+// process of the node dies and nothing is flushed, as at a power loss.
+func killPID1(t *testing.T, n string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(runDir, "sd", "nodes", machine(n), "leader.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		t.Fatalf("%s: no PID 1 recorded: %v", n, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("%s: kill -9 of its PID 1 (%d): %v", n, pid, err)
+	}
+	return pid
 }
 
 // runsSummary names each kubeadm run and how it ended.
