@@ -242,7 +242,10 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			return rn.Run(ctx)
 		})
 		if cfg.ControlPlane.NodeCleanup.Enabled {
-			addNodeCleanup(parts, cfg, paths.Admin(), node, ec2Client, s3Client, initialized, ev, m, clk, log.Named("nodecleanup"))
+			self := role.InstanceIDFromProviderID(node.ProviderID)
+			holdsUploaderLock := func() bool { return self != "" && reporter.State().UploaderLockHolder == self }
+			addNodeCleanup(parts, cfg, paths.Admin(), node, ec2Client, s3Client, initialized, holdsUploaderLock, ev, m, clk,
+				log.Named("nodecleanup"))
 		}
 		if len(cfg.ControlPlane.Addons) > 0 {
 			objs, err := addons.Load(cfg.ControlPlane.Addons, cfg.Kubeadm.PodSubnet)

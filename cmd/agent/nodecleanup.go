@@ -23,9 +23,10 @@ import (
 // addNodeCleanup adds the control plane's "nodecleanup" part: once the
 // cluster is initialized, it deletes the Nodes of instances EC2 reports
 // gone (internal/nodecleanup), with admin.conf, and records an Event on this
-// control plane's Node for each.
+// control plane's Node for each. Only while active says so (this control
+// plane holds the uploader lock) does it make its passes.
 func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin string, node kubeadm.Node,
-	ec2Client *ec2.Client, s3Client *s3.Client, initialized func() bool, ev *nodeEvents, m *metrics.Metrics, clk clock.Clock, log *zap.Logger) {
+	ec2Client *ec2.Client, s3Client *s3.Client, initialized, active func() bool, ev *nodeEvents, m *metrics.Metrics, clk clock.Clock, log *zap.Logger) {
 	parts.Add("nodecleanup", partStart, func(ctx context.Context, hb *progress.Heartbeat) error {
 		for !initialized() {
 			if err := wait(ctx, clk, hb, 2*cfg.ControlPlane.NodeCleanup.Interval.Duration); err != nil {
@@ -39,7 +40,7 @@ func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin
 		c := &nodecleanup.Cleaner{Nodes: nodes, Instances: &nodecleanup.EC2Instances{Client: ec2Client},
 			Etcd:         nodecleanup.KubeadmEtcd{ConfigDir: cfg.Kubeadm.ConfigDir},
 			Records:      &leave.RecordStore{Client: s3Client, Bucket: cfg.Bucket, Cluster: cfg.Cluster},
-			SelfInstance: lease.InstanceIDFromProviderID(node.ProviderID), SelfNode: node.Name,
+			SelfInstance: lease.InstanceIDFromProviderID(node.ProviderID), SelfNode: node.Name, Active: active,
 			Clock: clk, Log: log, Interval: cfg.ControlPlane.NodeCleanup.Interval.Duration,
 			GoneAfter: cfg.ControlPlane.NodeCleanup.GoneAfter.Duration, Progress: hb,
 			OnRound: func(r nodecleanup.Round, err error) { m.NodeCleanupPass(len(r.Deleted), err) },

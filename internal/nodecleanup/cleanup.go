@@ -132,6 +132,11 @@ type Cleaner struct {
 	// RecordTTL is how long a leave record of a running instance is kept
 	// (default 24h).
 	RecordTTL time.Duration
+	// Active, when set, says whether this control plane makes the passes
+	// now: of several control planes only the one holding the uploader
+	// lock does, so that two never delete the same Node or etcd member. A
+	// pass that finds it false is skipped: nothing is listed or deleted.
+	Active func() bool
 	// OnDeleted hears each deletion; OnRound each pass (err: why it failed).
 	OnDeleted func(Deletion)
 	OnRound   func(Round, error)
@@ -175,26 +180,20 @@ const callBudget = 3 * time.Minute
 func (c *Cleaner) Run(ctx context.Context) error {
 	c.defaults()
 	var lastErr string
+	wasActive := true
 	for {
-		if c.Progress != nil {
-			c.Progress.Within(callBudget)
-		}
-		r, err := c.Once(ctx)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		// A lasting failure (say, AccessDenied) is logged once, not at
-		// every pass.
+		active := c.Active == nil || c.Active()
 		switch {
-		case err != nil && err.Error() != lastErr:
-			c.Log.Warn("node cleanup pass failed; retrying at every pass, logged again when the error changes", zap.Error(err))
-			lastErr = err.Error()
-		case err == nil && lastErr != "":
-			c.Log.Info("node cleanup passes succeed again")
-			lastErr = ""
+		case active && !wasActive:
+			c.Log.Info("this control plane runs the node cleanup now (it holds the uploader lock)")
+		case !active && wasActive:
+			c.Log.Info("another control plane runs the node cleanup (the holder of the uploader lock); this one skips its passes")
 		}
-		if c.OnRound != nil {
-			c.OnRound(r, err)
+		wasActive = active
+		if active {
+			if err := c.pass(ctx, &lastErr); err != nil {
+				return err
+			}
 		}
 		if c.Progress != nil {
 			c.Progress.Within(c.Interval + time.Minute)
@@ -207,6 +206,32 @@ func (c *Cleaner) Run(ctx context.Context) error {
 		case <-t.C():
 		}
 	}
+}
+
+// pass makes one pass for Run and logs a failure once per kind (lastErr);
+// it returns an error only when ctx ended.
+func (c *Cleaner) pass(ctx context.Context, lastErr *string) error {
+	if c.Progress != nil {
+		c.Progress.Within(callBudget)
+	}
+	r, err := c.Once(ctx)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	// A lasting failure (say, AccessDenied) is logged once, not at every
+	// pass.
+	switch {
+	case err != nil && err.Error() != *lastErr:
+		c.Log.Warn("node cleanup pass failed; retrying at every pass, logged again when the error changes", zap.Error(err))
+		*lastErr = err.Error()
+	case err == nil && *lastErr != "":
+		c.Log.Info("node cleanup passes succeed again")
+		*lastErr = ""
+	}
+	if c.OnRound != nil {
+		c.OnRound(r, err)
+	}
+	return nil
 }
 
 // gone says whether an EC2 state means the instance will not come back.

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -428,6 +429,60 @@ func TestRunPassesEveryInterval(t *testing.T) {
 	nodes.mu.Unlock()
 	if !slices.Equal(deleted, []string{"w1/uid-w1"}) {
 		t.Errorf("deleted %v after the second pass, want w1", deleted)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run returned %v, want context.Canceled", err)
+	}
+}
+
+// Of several control planes only the active one (the uploader lock's
+// holder) makes passes: an inactive one lists nothing and deletes nothing,
+// and starts at the next interval once it is active.
+func TestOnlyTheActiveControlPlaneMakesPasses(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	nodes := &fakeNodes{nodes: []Node{node(selfNode, selfID, true, 0), node("w1", idA, false, time.Hour)}}
+	ec2 := &fakeEC2{states: map[string]string{selfID: "running", idA: "terminated"}}
+	c := newCleaner(nodes, ec2, nil)
+	c.Clock, c.Interval = clk, 20*time.Second
+	var active atomic.Bool
+	c.Active = active.Load
+	rounds := make(chan error, 10)
+	c.OnRound = func(_ Round, err error) { rounds <- err }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	for i := 0; i < 3; i++ {
+		for !clk.HasWaiters() {
+			time.Sleep(time.Millisecond)
+		}
+		clk.Step(20 * time.Second)
+	}
+	select {
+	case <-rounds:
+		t.Fatal("a pass while another control plane holds the uploader lock")
+	case <-time.After(50 * time.Millisecond):
+	}
+	ec2.mu.Lock()
+	asked := len(ec2.asked)
+	ec2.mu.Unlock()
+	if asked != 0 {
+		t.Errorf("EC2 asked %d times while inactive", asked)
+	}
+	active.Store(true)
+	for !clk.HasWaiters() {
+		time.Sleep(time.Millisecond)
+	}
+	clk.Step(20 * time.Second)
+	if err := <-rounds; err != nil {
+		t.Fatal(err)
+	}
+	nodes.mu.Lock()
+	deleted := slices.Clone(nodes.deleted)
+	nodes.mu.Unlock()
+	if !slices.Equal(deleted, []string{"w1/uid-w1"}) {
+		t.Errorf("deleted %v once active, want w1", deleted)
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {

@@ -260,19 +260,25 @@ func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 		t.Errorf("etcd voters %v after %s's Node was deleted, want the two survivors (its member removed first)", got, holder)
 	}
 
-	// The kubeadm-certs Secret deleted right after a fresh upload: the
-	// replacement's first join finds the published info usable but fails
-	// to download the certificates; it is undone, the replacement asks for
-	// info newer than that generation, and joins with the new upload.
+	// The new uploader answers a join request: with the upload it adopted
+	// from the terminated one while the kubeadm-certs Secret is there, or
+	// with one of its own. Then the Secret is deleted: the replacement's
+	// first join finds the published info usable but fails to download the
+	// certificates; it is undone, the replacement asks for info newer than
+	// that generation, and joins with the new upload.
 	gen := cpInfoGeneration(t)
+	if gen == 0 {
+		t.Fatal("no control-plane join info published")
+	}
 	req := filepath.Join(runDir, "cp-join-request.json")
 	if err := os.WriteFile(req, []byte(`{"apiVersion":"kubestrap.dev/v1alpha1","kind":"ControlPlaneJoinRequest","requester":"e2e"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mustScript(t, "aws.sh", "cli", "s3api", "put-object", "--bucket", bucket, "--key", cluster+"/cp/join-request.json", "--body", req)
-	eventually(t, time.Minute, "the new uploader to upload the certificates on request", func() (bool, string) {
-		g := cpInfoGeneration(t)
-		return g > gen, fmt.Sprintf("control-plane join info generation %d", g)
+	reqKey := cluster + "/cp/join-request.json"
+	mustScript(t, "aws.sh", "cli", "s3api", "put-object", "--bucket", bucket, "--key", reqKey, "--body", req)
+	eventually(t, time.Minute, "the new uploader to answer a join request", func() (bool, string) {
+		_, err := script("aws.sh", "cli", "s3api", "head-object", "--bucket", bucket, "--key", reqKey)
+		return err != nil, fmt.Sprintf("the request is still there; control-plane join info generation %d", cpInfoGeneration(t))
 	})
 	kubectl(t, "-n", "kube-system", "delete", "secret", "kubeadm-certs")
 	// A replacement joins through S3 (the new uploader answers its request).
