@@ -130,20 +130,8 @@ func (c *Client) RemoveIfSafe(ctx context.Context, t Target) (Result, error) {
 		return r, nil
 	}
 
-	// Probe every member at once, each bounded by the health timeout.
-	probes := make([]probeResult, len(members))
-	var wg sync.WaitGroup
-	for i, m := range members {
-		if m.IsLearner && m.ID != target.ID {
-			continue // a learner neither votes nor is the target
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			probes[i] = c.probe(ctx, m)
-		}()
-	}
-	wg.Wait()
+	// A learner other than the target neither votes nor is the target.
+	probes := c.probeAll(ctx, members, func(m Member) bool { return !m.IsLearner || m.ID == target.ID })
 	if err := ctx.Err(); err != nil {
 		return r, fmt.Errorf("remove etcd member %s: probe the members: %w", target, err)
 	}
@@ -206,6 +194,25 @@ func (c *Client) RemoveIfSafe(ctx context.Context, t Target) (Result, error) {
 		"(quorum %d), %d voting members remain (quorum %d)",
 		targetProbe.detail, r.Healthy, r.Voters-boolInt(!target.IsLearner), need, after, quorum(after))
 	return r, nil
+}
+
+// probeAll probes the members for which want is true, all at once, each
+// bounded by the health timeout; the others' results are zero.
+func (c *Client) probeAll(ctx context.Context, members []Member, want func(Member) bool) []probeResult {
+	probes := make([]probeResult, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		if !want(m) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			probes[i] = c.probe(ctx, m)
+		}()
+	}
+	wg.Wait()
+	return probes
 }
 
 // peerHostIs says whether one of m's peer URLs has host as its host (an IP

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"sigs.k8s.io/yaml"
 )
@@ -63,19 +62,7 @@ func (c *Client) OwnRemovalSafe(ctx context.Context, t Target) (Result, error) {
 		r.Decision, r.Reason = Safe, "it is a learner: it does not vote, the voting members decide its removal"
 		return r, nil
 	}
-	probes := make([]probeResult, len(members))
-	var wg sync.WaitGroup
-	for i, m := range members {
-		if m.IsLearner {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			probes[i] = c.probe(ctx, m)
-		}()
-	}
-	wg.Wait()
+	probes := c.probeAll(ctx, members, func(m Member) bool { return !m.IsLearner })
 	if err := ctx.Err(); err != nil {
 		return r, fmt.Errorf("own etcd member %s: probe the members: %w", target, err)
 	}

@@ -33,14 +33,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sort"
 	"time"
 
-	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
+	"github.com/kubestrap/kubestrap/internal/errclass"
 	"github.com/kubestrap/kubestrap/internal/leave"
 	"github.com/kubestrap/kubestrap/internal/progress"
 )
@@ -377,33 +376,13 @@ func (c *Cleaner) Once(ctx context.Context) (Round, error) {
 // the same failure at every pass (say, AccessDenied) is not logged again
 // until it changes or the records are readable again.
 func (c *Cleaner) recordsFailed(ctx context.Context, err error) {
-	class := errorClass(err)
+	class := errclass.Of(err)
 	if ctx.Err() != nil || class == c.recordsProblem {
 		return
 	}
 	c.recordsProblem = class
 	c.Log.Warn("cannot read the leave records; going on without them, and logging this again only when the error changes",
 		zap.String("class", class), zap.Error(err))
-}
-
-// errorClass names the kind of an error, for logging each kind once: the
-// AWS error code, a timeout, a network failure; never a request ID or a
-// message that changes from one attempt to the next.
-func errorClass(err error) string {
-	var apiErr smithy.APIError
-	var netErr net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.As(err, &apiErr):
-		return "api:" + apiErr.ErrorCode()
-	case errors.As(err, &netErr):
-		if netErr.Timeout() {
-			return "timeout"
-		}
-		return "network"
-	}
-	return "other"
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -50,6 +50,13 @@ func (f *fakeNodes) Delete(_ context.Context, n Node) error {
 	return nil
 }
 
+// deletions is what was deleted so far (name/UID).
+func (f *fakeNodes) deletions() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.deleted)
+}
+
 // fakeEC2 answers States from a table; it records what it was asked.
 type fakeEC2 struct {
 	mu     sync.Mutex
@@ -424,10 +431,7 @@ func TestRunPassesEveryInterval(t *testing.T) {
 	if err := <-rounds; err != nil {
 		t.Fatal(err)
 	}
-	nodes.mu.Lock()
-	deleted := slices.Clone(nodes.deleted)
-	nodes.mu.Unlock()
-	if !slices.Equal(deleted, []string{"w1/uid-w1"}) {
+	if deleted := nodes.deletions(); !slices.Equal(deleted, []string{"w1/uid-w1"}) {
 		t.Errorf("deleted %v after the second pass, want w1", deleted)
 	}
 	cancel()
@@ -478,10 +482,7 @@ func TestOnlyTheActiveControlPlaneMakesPasses(t *testing.T) {
 	if err := <-rounds; err != nil {
 		t.Fatal(err)
 	}
-	nodes.mu.Lock()
-	deleted := slices.Clone(nodes.deleted)
-	nodes.mu.Unlock()
-	if !slices.Equal(deleted, []string{"w1/uid-w1"}) {
+	if deleted := nodes.deletions(); !slices.Equal(deleted, []string{"w1/uid-w1"}) {
 		t.Errorf("deleted %v once active, want w1", deleted)
 	}
 	cancel()

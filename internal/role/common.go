@@ -7,19 +7,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
 
-	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/utils/clock"
 
 	"github.com/kubestrap/kubestrap/internal/config"
+	"github.com/kubestrap/kubestrap/internal/errclass"
 	"github.com/kubestrap/kubestrap/internal/join"
 	"github.com/kubestrap/kubestrap/internal/kubeadm"
 	"github.com/kubestrap/kubestrap/internal/progress"
@@ -252,24 +251,18 @@ func sleep(ctx context.Context, clk clock.Clock, hb *progress.Heartbeat, d time.
 	}
 }
 
-// errorClass names the kind of an error for de-duplication: the S3 error
-// code, a timeout, a kubeadm exit code; never a request ID or a message
-// that changes from one attempt to the next.
+// errorClass names the kind of an error for de-duplication: a kubeadm exit
+// code, a conflicting write, or what errclass.Of names (an S3 error code, a
+// timeout, a network error).
 func errorClass(err error) string {
-	var apiErr smithy.APIError
 	var exitErr *kubeadm.ExitError
-	var netErr net.Error
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.As(err, &apiErr):
-		return "api:" + apiErr.ErrorCode()
 	case errors.As(err, &exitErr):
 		return fmt.Sprintf("kubeadm-exit:%d", exitErr.ExitCode)
-	case errors.As(err, &netErr):
-		return "network"
 	case errors.Is(err, join.ErrConflict):
 		return "conflict"
 	}
-	return "other"
+	return errclass.Of(err)
 }

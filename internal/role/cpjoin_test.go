@@ -70,6 +70,17 @@ func newHANode(t *testing.T, s3 *testutil.FakeS3, fk *testutil.FakeKubeadm, i in
 
 func (n *haNode) state() state.State { return n.h.reporter.State() }
 
+// advance moves n's clock by d, 5 s at a time, each time once the node
+// sleeps on it, and returns when it sleeps again.
+func (n *haNode) advance(t *testing.T, d time.Duration) {
+	t.Helper()
+	for end := n.clk.Now().Add(d); n.clk.Now().Before(end); {
+		eventually(t, "the node to sleep", n.clk.HasWaiters)
+		n.clk.Step(5 * time.Second)
+	}
+	eventually(t, "the node to sleep", n.clk.HasWaiters)
+}
+
 // cpInfo reads and validates the control-plane join info in S3.
 func (n *haNode) cpInfo(t *testing.T) *join.ControlPlaneInfo {
 	t.Helper()
@@ -265,13 +276,7 @@ func TestCertificatesUploadedOnlyOnRequest(t *testing.T) {
 	a.stop = start(t, a.cp.Run)
 	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
 	uploads := func() int { return len(a.h.kubeadm.CallsOf("init phase upload-certs")) }
-	step := func(d time.Duration) {
-		for end := a.clk.Now().Add(d); a.clk.Now().Before(end); {
-			eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
-			a.clk.Step(5 * time.Second)
-		}
-		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
-	}
+	step := func(d time.Duration) { a.advance(t, d) }
 	step(2 * time.Hour)
 	if n := uploads(); n != 0 {
 		t.Fatalf("%d uploads without a request", n)
@@ -482,13 +487,7 @@ func TestControlPlaneInfoFollowsTheJoinToken(t *testing.T) {
 	a.stop = start(t, a.cp.Run)
 	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
 	uploads := func() int { return len(a.h.kubeadm.CallsOf("init phase upload-certs")) }
-	step := func(d time.Duration) {
-		for end := a.clk.Now().Add(d); a.clk.Now().Before(end); {
-			eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
-			a.clk.Step(5 * time.Second)
-		}
-		eventually(t, "the publish loop to sleep", a.clk.HasWaiters)
-	}
+	step := func(d time.Duration) { a.advance(t, d) }
 	a.request(t, 0)
 	step(20 * time.Second)
 	first := a.cpInfo(t)
