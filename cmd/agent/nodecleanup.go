@@ -37,8 +37,10 @@ func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin
 		if err != nil {
 			return err
 		}
-		c := &nodecleanup.Cleaner{Nodes: nodes, Instances: &nodecleanup.EC2Instances{Client: ec2Client},
-			Etcd:         nodecleanup.KubeadmEtcd{ConfigDir: cfg.Kubeadm.ConfigDir},
+		instances := &nodecleanup.EC2Instances{Client: ec2Client}
+		etcd := nodecleanup.KubeadmEtcd{ConfigDir: cfg.Kubeadm.ConfigDir}
+		c := &nodecleanup.Cleaner{Nodes: nodes, Instances: instances, InstancesByIP: instances,
+			Etcd: etcd, Members: etcd,
 			Records:      &leave.RecordStore{Client: s3Client, Bucket: cfg.Bucket, Cluster: cfg.Cluster},
 			SelfInstance: lease.InstanceIDFromProviderID(node.ProviderID), SelfNode: node.Name, Active: active,
 			Clock: clk, Log: log, Interval: cfg.ControlPlane.NodeCleanup.Interval.Duration,
@@ -46,6 +48,10 @@ func addNodeCleanup(parts *supervisor.Supervisor, cfg *config.AgentConfig, admin
 			OnRound: func(r nodecleanup.Round, err error) { m.NodeCleanupPass(len(r.Deleted), err) },
 			OnDeleted: func(d nodecleanup.Deletion) {
 				ev.add(events.Normal, "NodeDeleted", fmt.Sprintf("kubestrap deleted Node %s: %s", d.Node, d.Reason))
+			},
+			OnMemberRemoved: func(member, peerHost, reason string) {
+				ev.add(events.Normal, "EtcdMemberRemoved", fmt.Sprintf("kubestrap removed the etcd member %s (peer host %s): %s",
+					member, peerHost, reason))
 			},
 		}
 		return c.Run(ctx)

@@ -105,6 +105,8 @@ type Round struct {
 	// Kept names, per Node not deleted whose instance is not running, why.
 	Kept           map[string]string
 	RecordsRemoved []string
+	// MembersRemoved names the etcd members the orphan sweep removed.
+	MembersRemoved []string
 }
 
 // Cleaner is the control plane's node cleanup.
@@ -131,6 +133,12 @@ type Cleaner struct {
 	// RecordTTL is how long a leave record of a running instance is kept
 	// (default 24h).
 	RecordTTL time.Duration
+	// Members and InstancesByIP, with Etcd, enable the sweep of etcd
+	// members that no Node names (see sweepOrphans); nil: no sweep.
+	Members       MemberList
+	InstancesByIP InstancesByIP
+	// OnMemberRemoved hears each member the sweep removed.
+	OnMemberRemoved func(member, peerHost, reason string)
 	// Active, when set, says whether this control plane makes the passes
 	// now: of several control planes only the one holding the uploader
 	// lock does, so that two never delete the same Node or etcd member. A
@@ -146,6 +154,9 @@ type Cleaner struct {
 	// the leave records, or "" while they are readable: a lasting failure is
 	// logged once, not at every pass.
 	recordsProblem string
+	// orphanSince is when the sweep first saw, by peer host, an etcd member
+	// that no Node names and whose address no EC2 instance has.
+	orphanSince map[string]time.Time
 }
 
 func (c *Cleaner) defaults() {
@@ -166,6 +177,9 @@ func (c *Cleaner) defaults() {
 	}
 	if c.warned == nil {
 		c.warned = map[string]bool{}
+	}
+	if c.orphanSince == nil {
+		c.orphanSince = map[string]time.Time{}
 	}
 }
 
@@ -368,6 +382,11 @@ func (c *Cleaner) Once(ctx context.Context) (Round, error) {
 		}
 		r.RecordsRemoved = append(r.RecordsRemoved, rec.Key)
 		delete(c.warned, rec.Key)
+	}
+	removed, err := c.sweepOrphans(ctx, nodes, trustAbsent)
+	r.MembersRemoved = removed
+	if err != nil {
+		failed = append(failed, err)
 	}
 	return r, errors.Join(failed...)
 }

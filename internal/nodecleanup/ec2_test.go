@@ -78,3 +78,43 @@ func TestEC2InstancesStates(t *testing.T) {
 		t.Errorf("a request named %d IDs, want at most 200", fake.maxIDs)
 	}
 }
+
+// ipEC2 answers a private-ip-address filter from a list of instances.
+type ipEC2 struct{ instances []ec2types.Instance }
+
+func (f *ipEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstancesInput, _ ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	if len(in.Filters) != 1 || aws.ToString(in.Filters[0].Name) != "private-ip-address" {
+		return nil, errors.New("want exactly one private-ip-address filter")
+	}
+	var out []ec2types.Instance
+	for _, inst := range f.instances {
+		for _, ip := range in.Filters[0].Values {
+			if aws.ToString(inst.PrivateIpAddress) == ip {
+				out = append(out, inst)
+			}
+		}
+	}
+	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: out}}}, nil
+}
+
+// StatesByPrivateIP filters by private IP; when a terminated instance and a
+// running one have the same address (reused), the running one's state wins,
+// whatever the order EC2 lists them in.
+func TestEC2InstancesStatesByPrivateIP(t *testing.T) {
+	inst := func(ip, state string) ec2types.Instance {
+		return ec2types.Instance{PrivateIpAddress: aws.String(ip), State: &ec2types.InstanceState{Name: ec2types.InstanceStateName(state)}}
+	}
+	for _, order := range [][]ec2types.Instance{
+		{inst("10.0.1.3", "terminated"), inst("10.0.1.3", "running"), inst("10.0.1.4", "shutting-down")},
+		{inst("10.0.1.3", "running"), inst("10.0.1.3", "terminated"), inst("10.0.1.4", "shutting-down")},
+	} {
+		e := &EC2Instances{Client: &ipEC2{instances: order}}
+		got, err := e.StatesByPrivateIP(context.Background(), []string{"10.0.1.3", "10.0.1.4", "10.0.1.9"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got["10.0.1.3"] != "running" || got["10.0.1.4"] != "shutting-down" {
+			t.Errorf("states %v; want 10.0.1.3 running, 10.0.1.4 shutting-down, 10.0.1.9 absent", got)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package nodecleanup
 
 import (
 	"context"
+	"net"
+	"net/url"
 	"time"
 
 	"github.com/kubestrap/kubestrap/internal/etcdmember"
@@ -43,4 +45,38 @@ func (k KubeadmEtcd) RemoveMember(ctx context.Context, n Node) (bool, string, er
 		return true, res.Reason, nil
 	}
 	return false, res.Reason, nil
+}
+
+// Members lists the etcd members through this control plane's own member,
+// within Timeout: each one's name and the host of its first peer URL.
+func (k KubeadmEtcd) Members(ctx context.Context) ([]Member, error) {
+	c, err := etcdmember.NewKubeadm(k.ConfigDir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	timeout := k.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ms, err := c.Members(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Member, 0, len(ms))
+	for _, m := range ms {
+		host := ""
+		if len(m.PeerURLs) > 0 {
+			if u, err := url.Parse(m.PeerURLs[0]); err == nil {
+				host = u.Hostname()
+				if ip := net.ParseIP(host); ip != nil {
+					host = ip.String()
+				}
+			}
+		}
+		out = append(out, Member{Name: m.Name, PeerHost: host})
+	}
+	return out, nil
 }
