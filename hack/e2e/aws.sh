@@ -144,36 +144,43 @@ YML
   wait_for 30 "the Auto Scaling proxy (forwarding to moto)" in_ns "$AWS_NS" curl -sf "$ASG_URL/moto-api/"
   wait_for 30 "registry" in_ns "$AWS_NS" curl -s --cacert "$A/pki/ca.crt" -o /dev/null "https://$AWS_IP/v2/"
 
-  # The nodes' EC2 instances: one real moto instance per node a run may boot
-  # (one run-instances call; each tagged Name=<node>), so that each agent's
+  # The nodes' EC2 instances: one real moto instance per node a run may boot,
+  # tagged Name=<node>, in a VPC subnet of the nodes' network with the node's
+  # own address as its private IP (as on EC2, where a Node's InternalIP and
+  # its etcd peer host are its instance's private IP), so that each agent's
   # instance ID (IMDS, STS session, the Node's providerID aws:///<zone>/<id>)
-  # names an instance EC2 describes, and node.sh terminate can end it; the IDs
-  # go to $A/iids/<node>. Then the worker Auto Scaling group, the workers'
-  # instances attached, and its termination lifecycle hook, as Terraform makes
-  # them (tf/nodes.tf). One Python process (boto3, as the aws CLI uses; a
-  # dozen CLI runs would take 15 s of this machine's two cores), in the
-  # background while the bucket, the roles and the registry are set up.
+  # names an instance EC2 describes, node.sh terminate can end it, and EC2
+  # answers by address; the IDs go to $A/iids/<node>. Then the worker Auto
+  # Scaling group, the workers' instances attached, and its termination
+  # lifecycle hook, as Terraform makes them (tf/nodes.tf). One Python process
+  # (boto3, as the aws CLI uses; a dozen CLI runs would take 15 s of this
+  # machine's two cores), in the background while the bucket, the roles and
+  # the registry are set up.
   mkdir -p "$A/iids"
-  read -ra all <<< "$ALL_NODES"
-  awspy - "$A/iids" "$WORKER_ASG" "$WORKER_HOOK" "$WORKER_HOOK_TIMEOUT" "$PFX" "${all[@]}" <<'PY' &
+  all=()
+  for n in $ALL_NODES; do all+=("$n=$(node_ip "$n")"); done
+  awspy - "$A/iids" "$WORKER_ASG" "$WORKER_HOOK" "$WORKER_HOOK_TIMEOUT" "$PFX" "$SUBNET_PREFIX.0/24" "${all[@]}" <<'PY' &
 import os, sys
 import boto3
-iids, group, hook, timeout, pfx, nodes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6:]
+iids, group, hook, timeout, pfx, cidr = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
+nodes = [a.split("=", 1) for a in sys.argv[7:]]
 region, url = os.environ["AWS_DEFAULT_REGION"], os.environ["MOTO_URL"]
 ec2 = boto3.client("ec2", endpoint_url=url, region_name=region)
 asg = boto3.client("autoscaling", endpoint_url=url, region_name=region)
 ami, itype, zone = "ami-0e2e0000000000000", "m5.large", region + "a"
-out = ec2.run_instances(ImageId=ami, InstanceType=itype, MinCount=len(nodes), MaxCount=len(nodes),
-    Placement={"AvailabilityZone": zone},
-    TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "kubestrap-e2e", "Value": pfx}]}])
-ids = [i["InstanceId"] for i in out["Instances"]]
-assert len(ids) == len(nodes), f"{len(ids)} instances for {len(nodes)} nodes"
-for n, i in zip(nodes, ids):
-    ec2.create_tags(Resources=[i], Tags=[{"Key": "Name", "Value": n}])
+vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr, AvailabilityZone=zone)["Subnet"]["SubnetId"]
+ids = []
+for n, ip in nodes:
+    out = ec2.run_instances(ImageId=ami, InstanceType=itype, MinCount=1, MaxCount=1, SubnetId=subnet, PrivateIpAddress=ip,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "kubestrap-e2e", "Value": pfx}, {"Key": "Name", "Value": n}]}])
+    i = out["Instances"][0]["InstanceId"]
+    assert out["Instances"][0]["PrivateIpAddress"] == ip, f"{n}: private IP {out['Instances'][0]['PrivateIpAddress']}, want {ip}"
+    ids.append(i)
     with open(f"{iids}/{n}.tmp", "w") as f:
         f.write(i + "\n")
     os.rename(f"{iids}/{n}.tmp", f"{iids}/{n}")
-workers = [i for n, i in zip(nodes, ids) if not n.startswith("cp")]
+workers = [i for (n, _), i in zip(nodes, ids) if not n.startswith("cp")]
 asg.create_launch_configuration(LaunchConfigurationName=group, ImageId=ami, InstanceType=itype)
 asg.create_auto_scaling_group(AutoScalingGroupName=group, LaunchConfigurationName=group, MinSize=0,
     MaxSize=len(workers), DesiredCapacity=0, AvailabilityZones=[zone])

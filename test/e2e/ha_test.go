@@ -210,7 +210,9 @@ func TestHAControlPlanesInitOnceAndJoinThroughS3(t *testing.T) {
 // and publishes the next join info, and the terminated one's etcd member and
 // Node are removed by the node cleanup. Then, with the kubeadm-certs Secret
 // deleted right after an upload, a replacement control plane (cp4) still
-// joins through S3.
+// joins through S3. Last, cp4 loses power, its Node is deleted by hand and
+// its instance terminated: the node cleanup's sweep removes its etcd member,
+// which no Node names.
 func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 	haOnly(t)
 	holder, survivors := uploader(t, haControlPlanes)
@@ -301,6 +303,37 @@ func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 	if out, err := kubectlErr("--request-timeout=10s", "get", "--raw", "/readyz"); err != nil {
 		t.Errorf("API through the load balancer: %v %s", err, out)
 	}
+
+	// A control plane whose Node is deleted by hand before its instance is
+	// terminated leaves an etcd member that no Node names: the uploader's
+	// node cleanup finds it by address (EC2: the instance with that private
+	// IP is terminated) and removes it, quorum permitting (2 of 3 healthy).
+	mustScript(t, "node.sh", "poweroff", "cp4")
+	kubectl(t, "delete", "node", "cp4")
+	mustScript(t, "aws.sh", "cli", "ec2", "terminate-instances", "--instance-ids", instanceID(t, "cp4"))
+	swept := time.Now()
+	eventually(t, 2*time.Minute, "the uploader to remove cp4's etcd member, which no Node names", func() (bool, string) {
+		ms, err := etcdMembers(t, next)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, m := range ms {
+			if m.Name == "cp4" {
+				return false, fmt.Sprintf("members %v", voters(ms))
+			}
+		}
+		return len(ms) == 2, fmt.Sprintf("members %v", voters(ms))
+	})
+	var removal string
+	for _, l := range agentLogLines(t, next) {
+		if l.Msg == "removed an etcd member that no Node names" && l.str("member") == "cp4" {
+			removal = l.str("reason")
+		}
+	}
+	if removal == "" {
+		t.Errorf("%s did not log the removal of cp4's member by the sweep", next)
+	}
+	t.Logf("cp4's member removed %s after its instance was terminated: %s", time.Since(swept).Round(time.Second), removal)
 }
 
 // cpInfoGeneration is the generation of the control-plane join info in S3
