@@ -242,9 +242,7 @@ func runRole(ctx context.Context, cfg *config.AgentConfig, log *zap.Logger, noti
 			return rn.Run(ctx)
 		})
 		if cfg.ControlPlane.NodeCleanup.Enabled {
-			self := role.InstanceIDFromProviderID(node.ProviderID)
-			holdsUploaderLock := func() bool { return self != "" && reporter.State().UploaderLockHolder == self }
-			addNodeCleanup(parts, cfg, paths.Admin(), node, ec2Client, s3Client, initialized, holdsUploaderLock, ev, m, clk,
+			addNodeCleanup(parts, cfg, paths.Admin(), node, ec2Client, s3Client, initialized, cp.HoldsUploaderLock, ev, m, clk,
 				log.Named("nodecleanup"))
 		}
 		if len(cfg.ControlPlane.Addons) > 0 {

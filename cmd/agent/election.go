@@ -49,18 +49,22 @@ func newElection(cfg *config.AgentConfig, node kubeadm.Node, s3Client *s3.Client
 		UploaderLock:         lock(lease.UploaderLock),
 		CertificatesUploaded: func(ctx context.Context) (bool, error) { return certificatesSecretExists(ctx, admin) },
 		JoinUndoSafe: func(ctx context.Context) (bool, string, error) {
-			return joinUndoSafe(ctx, cfg.Kubeadm.ConfigDir, node)
+			return joinUndoSafe(ctx, cfg, node)
 		},
 	}
 }
 
-// joinUndoSafe says whether kubeadm reset -f of this node's unfinished
-// control-plane join keeps the etcd quorum (etcdmember.OwnRemovalSafe,
-// asking the local member and then the members its etcd manifest joined).
-// Without the etcd client certificate or the etcd manifest the join never
-// started an etcd member of this node (kubeadm writes both before), so
-// there is no voter to lose.
-func joinUndoSafe(ctx context.Context, configDir string, node kubeadm.Node) (bool, string, error) {
+// joinUndoSafe prepares kubeadm reset -f of this node's unfinished
+// control-plane join. kubeadm reset removes the etcd member through the
+// API server and deletes the member's data even when that removal fails,
+// so the agent removes the member itself first, through etcd, and only
+// while that keeps the quorum (etcdmember.OwnRemovalSafe, asking the local
+// member and then the members its etcd manifest joined): true once this
+// node has no member left. Without the etcd client certificate or the etcd
+// manifest the join never started an etcd member of this node (kubeadm
+// writes both before), so there is no voter to lose.
+func joinUndoSafe(ctx context.Context, cfg *config.AgentConfig, node kubeadm.Node) (bool, string, error) {
+	configDir := cfg.Kubeadm.ConfigDir
 	for _, f := range []string{filepath.Join(configDir, "pki", "apiserver-etcd-client.key"),
 		filepath.Join(configDir, "manifests", "etcd.yaml")} {
 		switch _, err := os.Stat(f); {
@@ -70,20 +74,29 @@ func joinUndoSafe(ctx context.Context, configDir string, node kubeadm.Node) (boo
 			return false, "", fmt.Errorf("look for %s: %w", f, err)
 		}
 	}
-	c, err := etcdmember.NewKubeadmWithPeers(configDir, node.IP)
+	// The member's peer host is the advertise address.
+	self := node.IP
+	if cfg.Kubeadm.AdvertiseAddress != "" {
+		self = cfg.Kubeadm.AdvertiseAddress
+	}
+	c, err := etcdmember.NewKubeadmWithPeers(configDir, self)
 	if err != nil {
 		return false, "", err
 	}
 	defer c.Close()
-	r, err := c.OwnRemovalSafe(ctx, etcdmember.Target{Name: node.Name, PeerHost: node.IP})
-	if err != nil {
+	r, err := c.OwnRemovalSafe(ctx, etcdmember.Target{Name: node.Name, PeerHost: self})
+	switch {
+	case err != nil:
+		return false, "", err
+	case r.Decision == etcdmember.NotFound:
+		return true, "this node has no etcd member: " + r.Reason, nil
+	case r.Decision != etcdmember.Safe:
+		return false, "this node's etcd member " + r.Member.String() + ": " + r.Reason, nil
+	}
+	if err := c.RemoveByID(ctx, r.Member.ID); err != nil {
 		return false, "", err
 	}
-	switch r.Decision {
-	case etcdmember.Safe, etcdmember.NotFound:
-		return true, "this node's etcd member: " + r.Reason, nil
-	}
-	return false, "this node's etcd member " + r.Member.String() + ": " + r.Reason, nil
+	return true, "removed this node's etcd member " + r.Member.String() + " through etcd: " + r.Reason, nil
 }
 
 var secretsResource = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}

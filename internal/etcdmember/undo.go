@@ -164,3 +164,24 @@ func NewKubeadmWithPeers(configDir, self string) (*Client, error) {
 	}
 	return New(Config{Endpoints: append([]string{LocalEndpoint}, peers...), TLS: cfg})
 }
+
+// RemoveByID removes the member id, asking the endpoints in order until one
+// answers; a member that is already gone (etcd answers "member not found")
+// is not an error. Only for this node's own member once OwnRemovalSafe said
+// Safe: it checks nothing itself.
+func (c *Client) RemoveByID(ctx context.Context, id uint64) error {
+	var errs []error
+	for _, ep := range c.endpoints {
+		_, err := c.remove(ctx, ep, id)
+		var ge *gatewayError
+		switch {
+		case err == nil, errors.As(err, &ge) && ge.Code == grpcNotFound:
+			return nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("remove etcd member %x: %w", id, errors.Join(errs...))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -128,5 +129,33 @@ spec:
 	}
 	if _, err := ManifestPeers(filepath.Join(dir, "none.yaml"), "10.0.1.3"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a missing manifest: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// RemoveByID asks the endpoints in order; "member not found" counts as done.
+func TestRemoveByID(t *testing.T) {
+	f := newFakeEtcd(t, fakeMember{id: 1, name: "a", health: healthy}, fakeMember{id: 3, name: "x"})
+	c, err := New(Config{Endpoints: []string{deadURL(t), f.gateway.URL}, TLS: f.pki.clientTLS()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.RemoveByID(context.Background(), 3); err != nil {
+		t.Fatalf("first removal: %v", err)
+	}
+	if calls := f.removeCalls(); len(calls) != 1 || !strings.Contains(calls[0], `"3"`) {
+		t.Errorf("remove calls %v, want one for member 3", calls)
+	}
+	f.removeErr = func(w http.ResponseWriter) {
+		http.Error(w, `{"code":5,"message":"etcdserver: member not found"}`, http.StatusNotFound)
+	}
+	if err := c.RemoveByID(context.Background(), 3); err != nil {
+		t.Errorf("a member already gone: %v, want no error", err)
+	}
+	f.removeErr = func(w http.ResponseWriter) {
+		http.Error(w, `{"code":14,"message":"etcdserver: unhealthy cluster"}`, http.StatusServiceUnavailable)
+	}
+	if err := c.RemoveByID(context.Background(), 3); err == nil || !strings.Contains(err.Error(), "unhealthy cluster") {
+		t.Errorf("a refused removal: %v, want the gateway's error", err)
 	}
 }

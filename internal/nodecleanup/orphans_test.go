@@ -18,7 +18,9 @@ type fakeMembers struct {
 	err     error
 }
 
-func (f *fakeMembers) Members(context.Context) ([]Member, error) { return slices.Clone(f.members), f.err }
+func (f *fakeMembers) Members(context.Context) ([]Member, error) {
+	return slices.Clone(f.members), f.err
+}
 
 // fakeByIP is InstancesByIP from a table; it records what it was asked.
 type fakeByIP struct {

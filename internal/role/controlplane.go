@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -106,8 +107,10 @@ type ControlPlane struct {
 	cpInfoLooked bool
 	// cpInfoProblem is the last failure to refresh cpInfo, or "".
 	cpInfoProblem string
-	// uploaderSince is when this node last took the uploader lock.
+	// uploaderSince is when this node last took the uploader lock;
+	// uploading says whether it holds it now (HoldsUploaderLock).
 	uploaderSince time.Time
+	uploading     atomic.Bool
 	// failedGeneration is the control-plane join info generation this
 	// node's last control-plane join failed with (0: none).
 	failedGeneration int64
@@ -178,6 +181,10 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 		return err
 	}
 	c.endpoint = endpoint
+	if st := c.Reporter.State(); st.UploaderLockHolder != "" {
+		// What an earlier process saw; this one has not looked yet.
+		c.Reporter.Update(func(s *state.State) { s.UploaderLockHolder = "" })
+	}
 	if err := waitForKubeadmLock(ctx, c.Lock, c.Reporter, c.Progress, orphanLimit(c.Config.Kubeadm)); err != nil {
 		return err
 	}
@@ -188,8 +195,15 @@ func (c *ControlPlane) Run(ctx context.Context) error {
 	if c.cpJoinEnabled() {
 		return c.publishAsUploader(ctx)
 	}
+	c.uploading.Store(true)
+	defer c.uploading.Store(false)
 	return c.publishLoop(ctx)
 }
+
+// HoldsUploaderLock says whether this process publishes join info now: it
+// holds the uploader lock (or, without the S3 election, runs its publish
+// loop). Safe for concurrent use.
+func (c *ControlPlane) HoldsUploaderLock() bool { return c.uploading.Load() }
 
 // bringUp returns once the control plane is initialized and its API server
 // answers: it initializes a fresh node, finishes an interrupted init, and
@@ -662,6 +676,14 @@ func (c *ControlPlane) deleteRetiredTokens(ctx context.Context) {
 	for _, r := range c.Reporter.State().RetiredTokens {
 		if now.Before(r.DeleteAfter) {
 			continue
+		}
+		if c.cpInfo != nil && c.cpInfo.TokenID() == r.ID {
+			// Its republication with the new token failed so far: the
+			// document must not outlive its token.
+			if err := c.withdrawControlPlaneInfo(ctx, "the token it names is deleted now"); err != nil {
+				c.Log.Warn("cannot withdraw the control-plane join info that names a token deleted now; a control plane "+
+					"that joins with it fails once and asks for new info", zap.String("tokenID", r.ID), zap.Error(err))
+			}
 		}
 		if err := c.deleteToken(ctx, r.ID); err != nil {
 			c.Log.Warn("cannot delete the superseded bootstrap token; it will expire by itself",

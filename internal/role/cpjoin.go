@@ -361,7 +361,9 @@ func (c *ControlPlane) publishAsUploader(ctx context.Context) error {
 		c.uploaderSince = c.Clock.Now()
 		c.Reporter.Update(func(s *state.State) { s.UploaderLockHolder = self })
 		c.Log.Info("holding the uploader lock: this node publishes join info", zap.Int64("lockGeneration", ls.Generation()))
+		c.uploading.Store(true)
 		err = c.publishLoop(ls.Context())
+		c.uploading.Store(false)
 		c.releaseLock(ctx, ls, "uploader")
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -438,12 +440,24 @@ func (c *ControlPlane) refreshControlPlaneInfo(ctx context.Context) error {
 		// The upload is usable: the same key with the new token.
 		reason, upload = "the join token changed", false
 	}
+	if reason == "" && asked {
+		// What is published answers the request if it is still there.
+		if reason, err = c.publishedIsNotOurs(ctx); err != nil {
+			return err
+		}
+		upload = false
+	}
 	if reason == "" {
 		if !asked {
 			return nil
 		}
-		// What is published answers the request.
 		return c.deleteRequest(ctx, reqObj.ETag)
+	}
+	if upload && !asked {
+		// Certificates are uploaded only on request: instead of a new
+		// upload for a document nobody asked for, withdraw the one that
+		// names the old token; the next joiner asks.
+		return c.withdrawControlPlaneInfo(ctx, reason)
 	}
 	key, uploadedAt := "", time.Time{}
 	if upload {
@@ -453,13 +467,69 @@ func (c *ControlPlane) refreshControlPlaneInfo(ctx context.Context) error {
 	} else {
 		key, uploadedAt = c.cpInfo.CertificateKey, c.cpInfo.CertificatesUploadedAt
 	}
-	if err := c.publishControlPlaneInfo(ctx, current, key, uploadedAt, reason); err != nil {
+	if err := c.publishControlPlaneInfo(ctx, current, key, uploadedAt, reason, req.FailedGeneration); err != nil {
 		return err
 	}
 	if !asked {
 		return nil
 	}
 	return c.deleteRequest(ctx, reqObj.ETag)
+}
+
+// publishedIsNotOurs says why <cluster>/cp/join.json is not the document
+// this node published last (removed, or replaced), or "" when it is.
+func (c *ControlPlane) publishedIsNotOurs(ctx context.Context) (string, error) {
+	store := c.Election.ControlPlaneInfo
+	c.Progress.Within(RemoteCallTimeout)
+	fctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	f, err := store.Fetch(fctx, "")
+	cancel()
+	switch {
+	case errors.Is(err, join.ErrNotFound):
+		return "the published control-plane join info was removed", nil
+	case err != nil:
+		return "", fmt.Errorf("read %s: %w", store.URL(), err)
+	}
+	if g := generationOf(f.Body); g != c.cpInfo.Generation {
+		return fmt.Sprintf("the published control-plane join info has generation %d, not this node's %d", g, c.cpInfo.Generation), nil
+	}
+	return "", nil
+}
+
+// generationOf is the generation field of a document, 0 when it has none
+// that is plausible.
+func generationOf(body []byte) int64 {
+	var g struct {
+		Generation int64 `json:"generation"`
+	}
+	if json.Unmarshal(body, &g) == nil && g.Generation > 0 && g.Generation < lease.MaxGeneration {
+		return g.Generation
+	}
+	return 0
+}
+
+// withdrawControlPlaneInfo deletes <cluster>/cp/join.json (if it is still
+// the document this node published) instead of uploading the certificates
+// again when nobody asked: why says what made it unusable.
+func (c *ControlPlane) withdrawControlPlaneInfo(ctx context.Context, why string) error {
+	store := c.Election.ControlPlaneInfo
+	c.Progress.Within(RemoteCallTimeout)
+	wctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	defer cancel()
+	f, err := store.Fetch(wctx, "")
+	switch {
+	case errors.Is(err, join.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("read %s: %w", store.URL(), err)
+	case generationOf(f.Body) == c.cpInfo.Generation:
+		if err := store.Delete(wctx, f.ETag); err != nil && !errors.Is(err, join.ErrNotFound) {
+			return fmt.Errorf("withdraw %s: %w", store.URL(), err)
+		}
+	}
+	c.Log.Info("withdrew the control-plane join info instead of uploading the certificates again: nobody asked to join; "+
+		"the next control plane to join asks for new info", zap.String("object", store.URL()), zap.String("reason", why))
+	c.cpInfo = nil
+	return nil
 }
 
 // adoptPublishedControlPlaneInfo makes what <cluster>/cp/join.json holds
@@ -478,7 +548,15 @@ func (c *ControlPlane) adoptPublishedControlPlaneInfo(ctx context.Context) error
 		return fmt.Errorf("read %s: %w", store.URL(), err)
 	}
 	info, err := join.ParseControlPlane(f.Body, join.Expectations{Cluster: c.Config.Cluster, Now: c.Clock.Now()})
-	if err != nil || info.APIServerEndpoint != c.endpoint {
+	if err == nil && info.APIServerEndpoint != c.endpoint {
+		err = fmt.Errorf("its endpoint %s is not this node's %s", info.APIServerEndpoint, c.endpoint)
+	}
+	if err == nil {
+		if hash, herr := kubeadm.CACertHash(c.CACert); herr != nil || !slices.Contains(info.CACertHashes, hash) {
+			err = fmt.Errorf("its CA pin is not this cluster's CA (%s)", c.CACert)
+		}
+	}
+	if err != nil {
 		c.Log.Info("the published control-plane join info is not usable; it is replaced at the next join request",
 			zap.String("object", store.URL()), zap.NamedError("reason", err))
 		return nil
@@ -517,7 +595,8 @@ func (c *ControlPlane) uploadCertificates(ctx context.Context, reason string) (s
 
 // publishControlPlaneInfo publishes <cluster>/cp/join.json for the token of
 // current with key (an upload at uploadedAt), under the next generation.
-func (c *ControlPlane) publishControlPlaneInfo(ctx context.Context, current *join.Info, key string, uploadedAt time.Time, reason string) error {
+func (c *ControlPlane) publishControlPlaneInfo(ctx context.Context, current *join.Info, key string, uploadedAt time.Time,
+	reason string, failed int64) error {
 	st := c.Reporter.State()
 	store := c.Election.ControlPlaneInfo
 	c.Progress.Within(RemoteCallTimeout)
@@ -528,17 +607,15 @@ func (c *ControlPlane) publishControlPlaneInfo(ctx context.Context, current *joi
 	case err == nil:
 		// The generation goes on from the last one, whoever wrote it
 		// (another control plane before this one took the uploader lock).
-		prev = f.ETag
-		var g struct {
-			Generation int64 `json:"generation"`
-		}
-		if json.Unmarshal(f.Body, &g) == nil && g.Generation > 0 && g.Generation < lease.MaxGeneration {
-			prevGen = g.Generation
-		}
+		prev, prevGen = f.ETag, generationOf(f.Body)
 	case !errors.Is(err, join.ErrNotFound):
 		return fmt.Errorf("read %s: %w", store.URL(), err)
 	}
-	gen, err := join.NextGeneration(max(st.ControlPlaneInfoGeneration, prevGen))
+	// Past a failed generation too: a joiner accepts only newer info.
+	if failed < 0 || failed >= lease.MaxGeneration {
+		failed = 0
+	}
+	gen, err := join.NextGeneration(max(st.ControlPlaneInfoGeneration, prevGen, failed))
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -394,6 +396,9 @@ func TestStandbyTakesOverPublishing(t *testing.T) {
 	b := newHANode(t, a.h.s3, a.h.kubeadm, 1)
 	start(t, b.cp.Run)
 	drive(t, "the second node to stand by", func() bool { return b.state().Phase == state.PhaseStandby }, a, b)
+	if !a.cp.HoldsUploaderLock() || b.cp.HoldsUploaderLock() {
+		t.Errorf("HoldsUploaderLock: first node %v (want true), standby %v (want false)", a.cp.HoldsUploaderLock(), b.cp.HoldsUploaderLock())
+	}
 	gen := a.h.published(t).Generation
 	// The first node's agent stops (it releases the lock on its way out).
 	_ = a.stop()
@@ -403,6 +408,10 @@ func TestStandbyTakesOverPublishing(t *testing.T) {
 	}, b)
 	if got := b.h.published(t).Generation; got < gen {
 		t.Errorf("join info generation went back from %d to %d", gen, got)
+	}
+	if a.cp.HoldsUploaderLock() || !b.cp.HoldsUploaderLock() {
+		t.Errorf("HoldsUploaderLock after the takeover: stopped node %v (want false), new uploader %v (want true)",
+			a.cp.HoldsUploaderLock(), b.cp.HoldsUploaderLock())
 	}
 	first := b.cpInfo(t)
 	uploads := len(b.h.kubeadm.CallsOf("init phase upload-certs")) // the cluster's, the first node's included
@@ -480,21 +489,22 @@ func TestUploaderVerifiesJoinInfoAtItsOwnCadence(t *testing.T) {
 // When the uploader replaces the join token, it publishes the control-plane
 // join info again with the new token, asked or not, so the document never
 // names a token that is about to be deleted: with the same key while the
-// upload is usable, with a new upload once it is about to expire.
+// upload is usable. Once it is about to expire, nobody having asked, the
+// document is withdrawn instead of uploading again (certificates go up only
+// on request); the next request gets a new upload.
 func TestControlPlaneInfoFollowsTheJoinToken(t *testing.T) {
 	a := newHANode(t, nil, nil, 0)
 	a.h.cfg.ControlPlane.TokenTTL.Duration = time.Hour // a new token every 30 minutes
 	a.stop = start(t, a.cp.Run)
 	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
 	uploads := func() int { return len(a.h.kubeadm.CallsOf("init phase upload-certs")) }
-	step := func(d time.Duration) { a.advance(t, d) }
 	a.request(t, 0)
-	step(20 * time.Second)
+	a.advance(t, 20*time.Second)
 	first := a.cpInfo(t)
 	if uploads() != 1 || first.TokenID() != a.state().TokenID {
 		t.Fatalf("after a request: %d uploads (want 1), token %s (join info's %s)", uploads(), first.TokenID(), a.state().TokenID)
 	}
-	step(31 * time.Minute) // the token was replaced at 30 minutes; nobody asked
+	a.advance(t, 31*time.Minute) // the token was replaced at 30 minutes; nobody asked
 	second := a.cpInfo(t)
 	switch {
 	case second.TokenID() == first.TokenID() || second.TokenID() != a.state().TokenID:
@@ -508,19 +518,56 @@ func TestControlPlaneInfoFollowsTheJoinToken(t *testing.T) {
 		t.Errorf("generation %d after %d", second.Generation, first.Generation)
 	}
 	// The token replaced at 120 minutes finds the upload (at 15 s) less
-	// than certificatesMargin from kubeadm's deletion of the Secret: it is
-	// uploaded again (at 90 minutes it was not yet).
-	step(90 * time.Minute)
-	third := a.cpInfo(t)
-	if uploads() != 2 || third.CertificateKey == first.CertificateKey || third.TokenID() != a.state().TokenID {
-		t.Errorf("after 121 minutes: %d uploads (want 2), new key %v, token %s (join info's %s)", uploads(),
-			third.CertificateKey != first.CertificateKey, third.TokenID(), a.state().TokenID)
+	// than certificatesMargin from kubeadm's deletion of the Secret (at 90
+	// minutes it was not yet): nobody asked, so the document is withdrawn.
+	a.advance(t, 90*time.Minute)
+	if _, err := a.cp.Election.ControlPlaneInfo.Fetch(context.Background(), ""); !errors.Is(err, join.ErrNotFound) {
+		t.Errorf("after 121 minutes: control-plane join info %v, want it withdrawn", err)
 	}
-	if a.requestPending() {
-		t.Error("the request is still pending")
+	if uploads() != 1 {
+		t.Errorf("after 121 minutes: %d uploads without a request, want 1", uploads())
+	}
+	a.request(t, 0)
+	a.advance(t, 20*time.Second)
+	third := a.cpInfo(t)
+	if uploads() != 2 || third.CertificateKey == first.CertificateKey || third.TokenID() != a.state().TokenID || a.requestPending() {
+		t.Errorf("a request after the withdrawal: %d uploads (want 2), new key %v, token %s (join info's %s), pending %v",
+			uploads(), third.CertificateKey != first.CertificateKey, third.TokenID(), a.state().TokenID, a.requestPending())
 	}
 	assertNoKey(t, first.CertificateKey, a)
 	assertNoKey(t, third.CertificateKey, a)
+}
+
+// A request is not answered by a document that is no longer there (an
+// operator's aws s3 rm): the uploader publishes it again, with the same
+// key while the upload is usable; and a request naming a failed generation
+// above what is published gets a generation past it.
+func TestRequestAfterTheControlPlaneInfoWasRemoved(t *testing.T) {
+	a := newHANode(t, nil, nil, 0)
+	a.h.cfg.ControlPlane.TokenTTL.Duration = 24 * time.Hour // one token throughout
+	a.stop = start(t, a.cp.Run)
+	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
+	a.request(t, 0)
+	a.advance(t, 20*time.Second)
+	first := a.cpInfo(t)
+	if err := a.cp.Election.ControlPlaneInfo.Delete(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	a.request(t, 0)
+	a.advance(t, 20*time.Second)
+	second := a.cpInfo(t)
+	if second.CertificateKey != first.CertificateKey || second.Generation != first.Generation+1 || a.requestPending() {
+		t.Errorf("after the removal: generation %d (want %d), same key %v, request pending %v", second.Generation,
+			first.Generation+1, second.CertificateKey == first.CertificateKey, a.requestPending())
+	}
+	if n := len(a.h.kubeadm.CallsOf("init phase upload-certs")); n != 1 {
+		t.Errorf("%d uploads, want 1", n)
+	}
+	a.request(t, second.Generation+5) // a generation this node never published failed
+	a.advance(t, 20*time.Second)
+	if third := a.cpInfo(t); third.Generation <= second.Generation+5 {
+		t.Errorf("after a failed generation %d: generation %d, want past it", second.Generation+5, third.Generation)
+	}
 }
 
 // In the first minutes after it took the uploader lock (when the control
@@ -570,5 +617,38 @@ func TestUploaderLooksForRequestsOftenAfterTakingTheLock(t *testing.T) {
 	}
 	if d := answeredWithin(); d > requestCheckInterval {
 		t.Errorf("a request after the first %s was answered after %s, want within %s", requestBurstWindow, d, requestCheckInterval)
+	}
+}
+
+// When the control-plane join info cannot be republished with the new token
+// (here: the kubeadm-certs Secret cannot be looked at), it is withdrawn
+// before the token it names is deleted, never left naming a deleted token.
+func TestControlPlaneInfoNeverOutlivesItsToken(t *testing.T) {
+	a := newHANode(t, nil, nil, 0)
+	a.h.cfg.ControlPlane.TokenTTL.Duration = time.Hour
+	var broken atomic.Bool
+	uploaded := a.cp.Election.CertificatesUploaded
+	a.cp.Election.CertificatesUploaded = func(ctx context.Context) (bool, error) {
+		if broken.Load() {
+			return false, errors.New("the API server does not answer")
+		}
+		return uploaded(ctx)
+	}
+	a.stop = start(t, a.cp.Run)
+	eventually(t, "the first publication", func() bool { return a.state().Phase == state.PhasePublished && a.clk.HasWaiters() })
+	a.request(t, 0)
+	a.advance(t, 20*time.Second)
+	first := a.cpInfo(t)
+	broken.Store(true)
+	a.advance(t, 31*time.Minute) // the token was replaced at 30 minutes
+	if got := a.cpInfo(t); got.TokenID() != first.TokenID() {
+		t.Fatalf("republished with token %s although the Secret could not be looked at", got.TokenID())
+	}
+	a.advance(t, 10*time.Minute) // past the old token's retirement
+	if slices.Contains(a.h.kubeadm.TokenIDs(), first.TokenID()) {
+		t.Fatalf("the old token %s is still in the cluster after its retirement", first.TokenID())
+	}
+	if _, err := a.cp.Election.ControlPlaneInfo.Fetch(context.Background(), ""); !errors.Is(err, join.ErrNotFound) {
+		t.Errorf("the control-plane join info naming the deleted token %s: %v, want it withdrawn", first.TokenID(), err)
 	}
 }

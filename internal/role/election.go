@@ -54,11 +54,12 @@ type InitElection struct {
 	// CertificatesUploaded says whether the kubeadm-certs Secret exists
 	// (nil: not checked; the upload is then renewed by age only).
 	CertificatesUploaded func(ctx context.Context) (bool, error)
-	// JoinUndoSafe says whether this node's unfinished control-plane join
-	// may be undone now: kubeadm reset -f removes the node's etcd member
-	// and deletes the member's data even when that removal fails, so it
-	// must not run while removing the member would cost the cluster its
-	// quorum (a promoted second member whose etcd is down). false comes
+	// JoinUndoSafe prepares the undo of this node's unfinished
+	// control-plane join and says whether kubeadm reset -f may run now:
+	// reset deletes the node's etcd member data even when it cannot remove
+	// the member, so the member must be gone first, removed only while that
+	// keeps the cluster's quorum (a promoted second member whose etcd is
+	// down must wait). true once this node has no etcd member; false comes
 	// with the reason; nil: always safe.
 	JoinUndoSafe func(ctx context.Context) (safe bool, reason string, err error)
 }

@@ -279,8 +279,12 @@ func TestHALosingTheUploaderAndReplacingIt(t *testing.T) {
 	reqKey := cluster + "/cp/join-request.json"
 	mustScript(t, "aws.sh", "cli", "s3api", "put-object", "--bucket", bucket, "--key", reqKey, "--body", req)
 	eventually(t, time.Minute, "the new uploader to answer a join request", func() (bool, string) {
-		_, err := script("aws.sh", "cli", "s3api", "head-object", "--bucket", bucket, "--key", reqKey)
-		return err != nil, fmt.Sprintf("the request is still there; control-plane join info generation %d", cpInfoGeneration(t))
+		out, err := script("aws.sh", "cli", "s3api", "head-object", "--bucket", bucket, "--key", reqKey)
+		if err != nil && (strings.Contains(out, "404") || strings.Contains(out, "Not Found")) {
+			return true, ""
+		}
+		return false, fmt.Sprintf("the request is still there (%v %s); control-plane join info generation %d", err,
+			strings.TrimSpace(out), cpInfoGeneration(t))
 	})
 	kubectl(t, "-n", "kube-system", "delete", "secret", "kubeadm-certs")
 	// A replacement joins through S3 (the new uploader answers its request).
