@@ -157,9 +157,10 @@ YML
   # machine's two cores), in the background while the bucket, the roles and
   # the registry are set up.
   mkdir -p "$A/iids"
-  all=()
-  for n in $ALL_NODES; do all+=("$n=$(node_ip "$n")"); done
-  awspy - "$A/iids" "$WORKER_ASG" "$WORKER_HOOK" "$WORKER_HOOK_TIMEOUT" "$PFX" "$SUBNET_PREFIX.0/24" "${all[@]}" <<'PY' &
+  read -ra all <<< "$ALL_NODES"
+  node_addrs=()
+  for n in "${all[@]}"; do node_addrs+=("$n=$(node_ip "$n")"); done
+  awspy - "$A/iids" "$WORKER_ASG" "$WORKER_HOOK" "$WORKER_HOOK_TIMEOUT" "$PFX" "$SUBNET_PREFIX.0/24" "${node_addrs[@]}" <<'PY' &
 import os, sys
 import boto3
 iids, group, hook, timeout, pfx, cidr = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6]
