@@ -25,18 +25,11 @@ type KubeadmEtcd struct {
 // its peer URL, its InternalIP) if that keeps quorum safe; a member that is
 // already gone counts as removed.
 func (k KubeadmEtcd) RemoveMember(ctx context.Context, n Node) (bool, string, error) {
-	c, err := etcdmember.NewKubeadm(k.ConfigDir)
-	if err != nil {
-		return false, "", err
-	}
-	defer c.Close()
-	timeout := k.Timeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	res, err := c.RemoveIfSafe(ctx, etcdmember.Target{Name: n.Name, PeerHost: n.InternalIP})
+	var res etcdmember.Result
+	err := k.withClient(ctx, func(ctx context.Context, c *etcdmember.Client) (err error) {
+		res, err = c.RemoveIfSafe(ctx, etcdmember.Target{Name: n.Name, PeerHost: n.InternalIP})
+		return err
+	})
 	if err != nil {
 		return false, "", err
 	}
@@ -50,18 +43,11 @@ func (k KubeadmEtcd) RemoveMember(ctx context.Context, n Node) (bool, string, er
 // Members lists the etcd members through this control plane's own member,
 // within Timeout: each one's name and the host of its first peer URL.
 func (k KubeadmEtcd) Members(ctx context.Context) ([]Member, error) {
-	c, err := etcdmember.NewKubeadm(k.ConfigDir)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	timeout := k.Timeout
-	if timeout <= 0 {
-		timeout = 30 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	ms, err := c.Members(ctx)
+	var ms []etcdmember.Member
+	err := k.withClient(ctx, func(ctx context.Context, c *etcdmember.Client) (err error) {
+		ms, err = c.Members(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -79,4 +65,21 @@ func (k KubeadmEtcd) Members(ctx context.Context) ([]Member, error) {
 		out = append(out, Member{Name: m.Name, PeerHost: host})
 	}
 	return out, nil
+}
+
+// withClient runs fn with a new client of the local member (renewed
+// certificates are picked up) and a context bounded by Timeout.
+func (k KubeadmEtcd) withClient(ctx context.Context, fn func(context.Context, *etcdmember.Client) error) error {
+	c, err := etcdmember.NewKubeadm(k.ConfigDir)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	timeout := k.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return fn(ctx, c)
 }

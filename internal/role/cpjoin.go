@@ -179,12 +179,9 @@ func (c *ControlPlane) awaitControlPlaneInfo(ctx context.Context, m *lease.Initi
 // usable life left.
 func (c *ControlPlane) readControlPlaneInfo(ctx context.Context, m *lease.Initialized) (*join.ControlPlaneInfo, error) {
 	store := c.Election.ControlPlaneInfo
-	c.Progress.Within(RemoteCallTimeout)
-	fctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
-	f, err := store.Fetch(fctx, "")
-	cancel()
+	f, err := c.fetchControlPlaneInfo(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", store.URL(), err)
+		return nil, err
 	}
 	// A join takes minutes: at least that much usable life must be left
 	// (less with a short token life, as in tests).
@@ -476,19 +473,30 @@ func (c *ControlPlane) refreshControlPlaneInfo(ctx context.Context) error {
 	return c.deleteRequest(ctx, reqObj.ETag)
 }
 
+// fetchControlPlaneInfo reads <cluster>/cp/join.json within
+// RemoteCallTimeout; an error names the object (join.ErrNotFound stays
+// matchable).
+func (c *ControlPlane) fetchControlPlaneInfo(ctx context.Context) (*join.Fetched, error) {
+	store := c.Election.ControlPlaneInfo
+	c.Progress.Within(RemoteCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+	defer cancel()
+	f, err := store.Fetch(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", store.URL(), err)
+	}
+	return f, nil
+}
+
 // publishedIsNotOurs says why <cluster>/cp/join.json is not the document
 // this node published last (removed, or replaced), or "" when it is.
 func (c *ControlPlane) publishedIsNotOurs(ctx context.Context) (string, error) {
-	store := c.Election.ControlPlaneInfo
-	c.Progress.Within(RemoteCallTimeout)
-	fctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
-	f, err := store.Fetch(fctx, "")
-	cancel()
+	f, err := c.fetchControlPlaneInfo(ctx)
 	switch {
 	case errors.Is(err, join.ErrNotFound):
 		return "the published control-plane join info was removed", nil
 	case err != nil:
-		return "", fmt.Errorf("read %s: %w", store.URL(), err)
+		return "", err
 	}
 	if g := generationOf(f.Body); g != c.cpInfo.Generation {
 		return fmt.Sprintf("the published control-plane join info has generation %d, not this node's %d", g, c.cpInfo.Generation), nil
@@ -513,16 +521,17 @@ func generationOf(body []byte) int64 {
 // again when nobody asked: why says what made it unusable.
 func (c *ControlPlane) withdrawControlPlaneInfo(ctx context.Context, why string) error {
 	store := c.Election.ControlPlaneInfo
-	c.Progress.Within(RemoteCallTimeout)
-	wctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
-	defer cancel()
-	f, err := store.Fetch(wctx, "")
+	f, err := c.fetchControlPlaneInfo(ctx)
 	switch {
 	case errors.Is(err, join.ErrNotFound):
 	case err != nil:
-		return fmt.Errorf("read %s: %w", store.URL(), err)
+		return err
 	case generationOf(f.Body) == c.cpInfo.Generation:
-		if err := store.Delete(wctx, f.ETag); err != nil && !errors.Is(err, join.ErrNotFound) {
+		c.Progress.Within(RemoteCallTimeout)
+		dctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
+		err := store.Delete(dctx, f.ETag)
+		cancel()
+		if err != nil && !errors.Is(err, join.ErrNotFound) {
 			return fmt.Errorf("withdraw %s: %w", store.URL(), err)
 		}
 	}
@@ -537,15 +546,12 @@ func (c *ControlPlane) withdrawControlPlaneInfo(ctx context.Context, why string)
 // when there is none or it is unusable (a joiner asks for new info then).
 func (c *ControlPlane) adoptPublishedControlPlaneInfo(ctx context.Context) error {
 	store := c.Election.ControlPlaneInfo
-	c.Progress.Within(RemoteCallTimeout)
-	fctx, cancel := context.WithTimeout(ctx, RemoteCallTimeout)
-	f, err := store.Fetch(fctx, "")
-	cancel()
+	f, err := c.fetchControlPlaneInfo(ctx)
 	switch {
 	case errors.Is(err, join.ErrNotFound):
 		return nil
 	case err != nil:
-		return fmt.Errorf("read %s: %w", store.URL(), err)
+		return err
 	}
 	info, err := join.ParseControlPlane(f.Body, join.Expectations{Cluster: c.Config.Cluster, Now: c.Clock.Now()})
 	if err == nil && info.APIServerEndpoint != c.endpoint {
