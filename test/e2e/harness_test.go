@@ -304,7 +304,22 @@ func journalEntries(t *testing.T, node, after string) ([]map[string]string, stri
 	if after != "" {
 		args = append(args, "--after-cursor", after)
 	}
-	out, err := exec.Command("journalctl", args...).Output()
+	// journald of a running node writes (and rotates) these files while
+	// they are read: a failed read is tried again a few times.
+	var out []byte
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+		var stderr bytes.Buffer
+		cmd := exec.Command("journalctl", args...)
+		cmd.Stderr = &stderr
+		if out, err = cmd.Output(); err == nil {
+			break
+		}
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	}
 	if err != nil {
 		if _, serr := os.Stat(nodeFile(node, "/var/log/journal")); serr != nil {
 			return nil, after
